@@ -1,0 +1,28 @@
+"""lsic.pipeline: the array math of Lin et al., CVPR 2011, with no Dask in it.
+
+Images -> dense HOG/LBP descriptors -> LCC or SVC coding -> spatial pyramid
+pooling (paper §3), one-vs-all linear SVMs by averaged SGD (paper §4) and
+linear score fusion (paper §5). Everything here is a pure function or a small
+scikit-learn style estimator over numpy arrays.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from ._errors import ClusterError, ConfigError, DataError, ImageError, LsicError, StoreError
+
+try:
+    __version__ = _version("lsic")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "__version__",
+    "LsicError",
+    "ConfigError",
+    "ImageError",
+    "DataError",
+    "StoreError",
+    "ClusterError",
+]
