@@ -1,0 +1,183 @@
+"""Batch clusters (SLURM, PBS, SGE, LSF) through dask-jobqueue, sized per stage.
+
+Settings come from dask-jobqueue's own ``jobqueue.<kind>.*`` dask config (the
+site's ``jobqueue.yaml``); lsic passes only the keys it overrides: those of
+``lsic.cluster.jobqueue`` and of ``make_client(**overrides)``, plus the
+``processes``/``memory`` implied by the stage. Nothing site-specific is
+hard-coded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from typing import Any
+
+import dask.config
+from dask.utils import format_bytes, parse_bytes
+
+from lsic.pipeline._errors import ClusterError
+
+from ._security import protocol_for
+from .config import JOBQUEUE_CLASSES, ClusterSettings
+
+log = logging.getLogger("lsic.cluster")
+
+
+def _cluster_class(kind: str) -> Any:
+    import dask_jobqueue
+
+    return getattr(dask_jobqueue, JOBQUEUE_CLASSES[kind])
+
+
+def jobqueue_sizing(settings: ClusterSettings) -> tuple[dict[str, Any], int, int]:
+    """Keyword arguments for the dask-jobqueue class and the number of jobs to submit.
+
+    One job = one host's share (``cores`` cores, ``memory`` memory) running
+    ``processes`` Dask worker processes with ``cores // processes`` threads each.
+
+    * ``extract``: ``processes = cores // threads_per_worker`` (default: one
+      single-threaded worker per core).
+    * ``train``: ``processes = 1``: one worker process per job with all
+      ``cores`` as threads, so each job (host) gets one training actor. Set
+      ``cores`` to a node's core count so one job fills one host.
+    * ``None``: dask-jobqueue's own choice (``jobqueue.<kind>.processes``).
+
+    An explicit ``processes`` override always wins. ``memory_limit`` (per
+    worker) sets ``memory = memory_limit * processes``. ``workers`` asks for
+    ``ceil(workers / processes)`` jobs (default 1 job).
+
+    Returns
+    -------
+    (kwargs, n_jobs, workers_per_job) : tuple of dict, int, int
+
+    Raises
+    ------
+    ClusterError
+        ``cores`` or ``memory`` set nowhere.
+    """
+    kind = settings.kind
+    kwargs = dict(settings.jobqueue)
+    cores = kwargs.get("cores", dask.config.get(f"jobqueue.{kind}.cores", None))
+    if settings.threads_per_worker is not None and cores is None and settings.stage != "extract":
+        cores = settings.threads_per_worker
+    if cores is None:
+        raise ClusterError(
+            f"dask-jobqueue needs the cores per {kind} job; set jobqueue.{kind}.cores in jobqueue.yaml "
+            "or cores: in the config's cluster section"
+        )
+    cores = int(cores)
+    if "processes" in kwargs:
+        processes = int(kwargs["processes"])
+    elif settings.stage == "extract":
+        processes = max(1, cores // (settings.threads_per_worker or 1))
+    elif settings.stage == "train":
+        processes = 1
+    else:
+        configured = dask.config.get(f"jobqueue.{kind}.processes", None)
+        processes = int(configured) if configured else None  # type: ignore[assignment]
+    kwargs["cores"] = cores
+    if processes is not None:
+        kwargs["processes"] = processes
+    if settings.memory_limit is not None and "memory" not in kwargs:
+        per_worker = parse_bytes(settings.memory_limit)
+        kwargs["memory"] = format_bytes(per_worker * (processes or 1)).replace(" ", "")
+    if kwargs.get("memory", dask.config.get(f"jobqueue.{kind}.memory", None)) is None:
+        raise ClusterError(
+            f"dask-jobqueue needs the memory per {kind} job; set jobqueue.{kind}.memory in jobqueue.yaml "
+            "or memory: (or --memory-limit) in the config's cluster section"
+        )
+    per_job = processes or _default_processes(cores)
+    n_jobs = max(1, math.ceil(settings.workers / per_job)) if settings.workers else 1
+    return kwargs, n_jobs, per_job
+
+
+def _default_processes(cores: int) -> int:
+    # dask-jobqueue's own rule when processes is None
+    from distributed.deploy.utils import nprocesses_nthreads
+
+    return nprocesses_nthreads(cores)[0]
+
+
+def _check_submit_command(kind: str) -> None:
+    cls = _cluster_class(kind)
+    command = cls.job_cls.submit_command.split()[0]
+    if shutil.which(command) is None:
+        raise ClusterError(
+            f"cluster kind {kind!r} needs `{command}` on PATH but it was not found; "
+            f"run on a {kind.upper()} login node or load its module, or use --cluster local"
+        )
+
+
+def render_job_script(settings: ClusterSettings, security: Any | None) -> str:
+    """The job script for ``settings`` without starting a scheduler or submitting anything."""
+    cls = _cluster_class(settings.kind)
+    kwargs, _, _ = jobqueue_sizing(settings)
+    if security is not None:
+        kwargs["security"] = security
+        kwargs["protocol"] = protocol_for(security)
+    try:
+        job = cls.job_cls("tcp://<scheduler-address>:8786", name="dummy-name", **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ClusterError(f"invalid {settings.kind} job settings: {str(exc).splitlines()[0]}") from exc
+    return job.job_script()
+
+
+def start_jobqueue(settings: ClusterSettings, security: Any | None) -> Any:
+    """Create the dask-jobqueue cluster (scheduler running, no job submitted yet)."""
+    _check_submit_command(settings.kind)
+    cls = _cluster_class(settings.kind)
+    kwargs, _, _ = jobqueue_sizing(settings)
+    scheduler_options = dict(
+        kwargs.pop("scheduler_options", None)
+        or dask.config.get(f"jobqueue.{settings.kind}.scheduler-options", {})
+        or {}
+    )
+    # the dashboard on a free port unless the site chose one
+    scheduler_options.setdefault("dashboard_address", ":0")
+    if security is not None:
+        kwargs["security"] = security
+        kwargs["protocol"] = protocol_for(security)
+    log.debug("starting %s %s", cls.__name__, kwargs)
+    try:
+        return cls(scheduler_options=scheduler_options, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ClusterError(
+            f"invalid {settings.kind} cluster settings ({str(exc).splitlines()[0]}); "
+            f"check jobqueue.{settings.kind} in jobqueue.yaml and the config's cluster section"
+        ) from exc
+
+
+def wait_for_jobs(client: Any, cluster: Any, settings: ClusterSettings) -> None:
+    """Submit the jobs and wait until all their workers joined, at most ``queue_timeout`` seconds."""
+    _, n_jobs, per_job = jobqueue_sizing(settings)
+    n_workers = n_jobs * per_job
+    cluster.scale(jobs=n_jobs)
+    command = cluster.job_cls.submit_command.split()[0]
+    t0 = time.monotonic()
+    try:
+        client.wait_for_workers(n_workers, timeout=settings.queue_timeout)
+    except TimeoutError as exc:
+        have = len(client.scheduler_info(n_workers=-1)["workers"])
+        log_dir = settings.jobqueue.get("log_directory") or dask.config.get(
+            f"jobqueue.{settings.kind}.log-directory", None
+        )
+        raise ClusterError(
+            f"only {have} of {n_workers} Dask workers started within {settings.queue_timeout:g}s after "
+            f"{command} submitted {n_jobs} job(s); check the queue ({_queue_command(settings.kind)}), "
+            f"the queue/account/walltime/cores/memory settings and the job logs"
+            + (f" in {log_dir}" if log_dir else " (set log_directory)")
+        ) from exc
+    log.info(
+        "%d %s job(s) running %d Dask worker(s) after %.1fs",
+        n_jobs,
+        settings.kind,
+        n_workers,
+        time.monotonic() - t0,
+    )
+
+
+def _queue_command(kind: str) -> str:
+    return {"slurm": "squeue", "pbs": "qstat", "sge": "qstat", "lsf": "bjobs"}[kind]
