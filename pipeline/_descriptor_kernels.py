@@ -1,0 +1,284 @@
+"""numba kernels of the dense descriptors (paper §3): one pass per image.
+
+Every kernel is ``nogil`` and fills preallocated arrays, so threads of one
+Dask worker extract descriptors of different images in parallel.
+
+The trick that makes all patch sizes cheap: per-pixel votes (HOG orientation
+bins, LBP codes) are summed into *integral histograms* sampled on a lattice of
+spacing ``g`` (the gcd of the step and every cell size), so the histogram of
+any cell whose corners lie on the lattice costs four look-ups per bin, for
+every patch size alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+_NOGIL = {"nogil": True, "cache": True}
+
+
+@nb.njit(**_NOGIL)
+def hog_integral(image, n_bins, signed, bilinear, g, out):
+    """Orientation-vote integral histogram.
+
+    image : (H, W) float32. out : (H // g + 1, W // g + 1, n_bins) float64,
+    zero-filled; on return ``out[i, j, b]`` is the sum of the votes of bin b
+    over pixels ``[0, i g) x [0, j g)``.
+
+    Gradients are centred differences ``I[r+1] - I[r-1]`` (no smoothing, no
+    division by 2), zero on the image border rows / columns, angle
+    ``atan2(g_row, g_col)`` in degrees with rows pointing down, the convention
+    of ``skimage.feature.hog``. Bins have width ``range / n_bins`` (range 180
+    unsigned or 360 signed) with centres at ``(b + 0.5) * width``. With
+    ``bilinear`` a pixel splits its magnitude between the two nearest bin
+    centres (circularly); otherwise it goes wholly to ``floor(angle / width)``.
+    """
+    h, w = image.shape
+    ht = h // g
+    wt = w // g
+    full = 360.0 if signed else 180.0
+    width = full / n_bins
+    for r in range(ht * g):
+        tr = r // g + 1
+        for c in range(wt * g):
+            if r == 0 or r == h - 1:
+                gr = np.float32(0.0)
+            else:
+                gr = image[r + 1, c] - image[r - 1, c]
+            if c == 0 or c == w - 1:
+                gc = np.float32(0.0)
+            else:
+                gc = image[r, c + 1] - image[r, c - 1]
+            grd = np.float64(gr)
+            gcd = np.float64(gc)
+            mag = math.sqrt(grd * grd + gcd * gcd)
+            if mag == 0.0:
+                continue
+            ang = math.atan2(grd, gcd) * (180.0 / math.pi)
+            ang = ang % full
+            tc = c // g + 1
+            if bilinear:
+                pos = ang / width - 0.5
+                b0 = int(math.floor(pos))
+                f = pos - b0
+                b1 = b0 + 1
+                if b0 < 0:
+                    b0 += n_bins
+                if b1 >= n_bins:
+                    b1 -= n_bins
+                out[tr, tc, b0] += mag * (1.0 - f)
+                out[tr, tc, b1] += mag * f
+            else:
+                b = int(ang / width)
+                if b >= n_bins:
+                    continue  # ang == full after rounding; skimage drops these too
+                out[tr, tc, b] += mag
+    _cumsum2d_f8(out)
+
+
+@nb.njit(**_NOGIL)
+def _cumsum2d_f8(a):
+    n0, n1, n2 = a.shape
+    for i in range(1, n0):
+        for j in range(1, n1):
+            for b in range(n2):
+                a[i, j, b] += a[i - 1, j, b] + a[i, j - 1, b] - a[i - 1, j - 1, b]
+
+
+@nb.njit(**_NOGIL)
+def _cumsum2d_i4(a):
+    n0, n1, n2 = a.shape
+    for i in range(1, n0):
+        for j in range(1, n1):
+            for b in range(n2):
+                a[i, j, b] += a[i - 1, j, b] + a[i, j - 1, b] - a[i - 1, j - 1, b]
+
+
+@nb.njit(**_NOGIL)
+def hog_patches(integral, g, patch, ys, xs, n_cells, eps, clip, out):
+    """HOG descriptors of all patches of one size from the integral histogram.
+
+    integral : (Ht+1, Wt+1, n_bins) float64 from :func:`hog_integral`.
+    ys, xs : (ny,), (nx,) int64 patch origins (multiples of g).
+    out : (ny * nx, n_cells * n_cells * n_bins) float32, row-major over
+    (cell_y, cell_x, bin). Each cell histogram is divided by the cell area,
+    then the whole patch (one block) is L2-Hys normalised:
+    ``v / sqrt(|v|^2 + eps^2)``, clipped at ``clip``, renormalised.
+    """
+    n_bins = integral.shape[2]
+    cell = patch // n_cells
+    cg = cell // g
+    area = float(cell * cell)
+    d = n_cells * n_cells * n_bins
+    buf = np.empty(d, dtype=np.float64)
+    k = 0
+    for iy in range(ys.shape[0]):
+        y0 = ys[iy] // g
+        for ix in range(xs.shape[0]):
+            x0 = xs[ix] // g
+            t = 0
+            ss = 0.0
+            for cy in range(n_cells):
+                ya = y0 + cy * cg
+                yb = ya + cg
+                for cx in range(n_cells):
+                    xa = x0 + cx * cg
+                    xb = xa + cg
+                    for b in range(n_bins):
+                        v = (integral[yb, xb, b] - integral[ya, xb, b]
+                             - integral[yb, xa, b] + integral[ya, xa, b]) / area
+                        if v < 0.0:
+                            v = 0.0  # rounding of the integral
+                        buf[t] = v
+                        ss += v * v
+                        t += 1
+            norm = math.sqrt(ss + eps * eps)
+            ss2 = 0.0
+            for t in range(d):
+                v = buf[t] / norm
+                if v > clip:
+                    v = clip
+                buf[t] = v
+                ss2 += v * v
+            norm2 = math.sqrt(ss2 + eps * eps)
+            for t in range(d):
+                out[k, t] = buf[t] / norm2
+            k += 1
+
+
+@nb.njit(**_NOGIL)
+def _lbp_bilinear(image, rows, cols, r, c):
+    # the arithmetic of skimage's bilinear_interpolation, mode 'C', cval 0
+    minr = math.floor(r)
+    minc = math.floor(c)
+    maxr = math.ceil(r)
+    maxc = math.ceil(c)
+    dr = r - minr
+    dc = c - minc
+    tl = 0.0
+    tr = 0.0
+    bl = 0.0
+    br = 0.0
+    iminr = int(minr)
+    imaxr = int(maxr)
+    iminc = int(minc)
+    imaxc = int(maxc)
+    if 0 <= iminr < rows and 0 <= iminc < cols:
+        tl = np.float64(image[iminr, iminc])
+    if 0 <= iminr < rows and 0 <= imaxc < cols:
+        tr = np.float64(image[iminr, imaxc])
+    if 0 <= imaxr < rows and 0 <= iminc < cols:
+        bl = np.float64(image[imaxr, iminc])
+    if 0 <= imaxr < rows and 0 <= imaxc < cols:
+        br = np.float64(image[imaxr, imaxc])
+    top = (1.0 - dc) * tl + dc * tr
+    bottom = (1.0 - dc) * bl + dc * br
+    return (1.0 - dr) * top + dr * bottom
+
+
+@nb.njit(**_NOGIL)
+def lbp_codes(image, rp, cp, out):
+    """Non-rotation-invariant uniform LBP codes, P = len(rp) neighbours.
+
+    image : (H, W) float32/64. rp, cp : (P,) float64 neighbour offsets
+    (rows, cols), ``-R sin(2 pi p / P)`` and ``R cos(2 pi p / P)`` rounded to
+    5 decimals; samples are bilinear, zero outside the image. out : (H, W)
+    uint8 codes in [0, P (P - 1) + 2]: 0 all-zero, ``1 + (n_ones - 1) P + rot``
+    for the P (P - 1) uniform patterns with 1..P-1 ones, ``P (P - 1) + 1``
+    all-one and ``P (P - 1) + 2`` every non-uniform pattern; identical to
+    ``skimage.feature.local_binary_pattern(method='nri_uniform')``.
+    """
+    rows, cols = image.shape
+    n = rp.shape[0]
+    bits = np.empty(n, dtype=np.int8)
+    for r in range(rows):
+        for c in range(cols):
+            centre = np.float64(image[r, c])
+            for i in range(n):
+                v = _lbp_bilinear(image, rows, cols, r + rp[i], c + cp[i])
+                bits[i] = 1 if v - centre >= 0 else 0
+            changes = 0
+            for i in range(n - 1):
+                if bits[i] != bits[i + 1]:
+                    changes += 1
+            if changes <= 2:
+                n_ones = 0
+                first_one = -1
+                first_zero = -1
+                for i in range(n):
+                    if bits[i]:
+                        n_ones += 1
+                        if first_one == -1:
+                            first_one = i
+                    elif first_zero == -1:
+                        first_zero = i
+                if n_ones == 0:
+                    code = 0
+                elif n_ones == n:
+                    code = n * (n - 1) + 1
+                else:
+                    if first_one == 0:
+                        rot = n_ones - first_zero
+                    else:
+                        rot = n - first_one
+                    code = 1 + (n_ones - 1) * n + rot
+            else:
+                code = n * (n - 1) + 2
+            out[r, c] = code
+
+
+@nb.njit(**_NOGIL)
+def lbp_integral(codes, g, out):
+    """Code-count integral histogram. codes (H, W) uint8; out (H//g+1, W//g+1, n_codes) int32 zeros."""
+    h, w = codes.shape
+    ht = h // g
+    wt = w // g
+    for r in range(ht * g):
+        tr = r // g + 1
+        for c in range(wt * g):
+            out[tr, c // g + 1, codes[r, c]] += 1
+    _cumsum2d_i4(out)
+
+
+@nb.njit(**_NOGIL)
+def lbp_patches(integral, g, patch, ys, xs, n_cells, out):
+    """LBP histograms of all patches of one size, per ``n_cells x n_cells`` sub-cells.
+
+    out : (ny * nx, n_cells * n_cells * n_codes) float32, row-major over
+    (cell_y, cell_x, code); each cell histogram holds code frequencies (counts
+    / cell area) and the patch vector is then L2-normalised.
+    """
+    n_codes = integral.shape[2]
+    cell = patch // n_cells
+    cg = cell // g
+    area = float(cell * cell)
+    d = n_cells * n_cells * n_codes
+    buf = np.empty(d, dtype=np.float64)
+    k = 0
+    for iy in range(ys.shape[0]):
+        y0 = ys[iy] // g
+        for ix in range(xs.shape[0]):
+            x0 = xs[ix] // g
+            t = 0
+            ss = 0.0
+            for cy in range(n_cells):
+                ya = y0 + cy * cg
+                yb = ya + cg
+                for cx in range(n_cells):
+                    xa = x0 + cx * cg
+                    xb = xa + cg
+                    for b in range(n_codes):
+                        v = (integral[yb, xb, b] - integral[ya, xb, b]
+                             - integral[yb, xa, b] + integral[ya, xa, b]) / area
+                        buf[t] = v
+                        ss += v * v
+                        t += 1
+            norm = math.sqrt(ss)
+            if norm == 0.0:
+                norm = 1.0
+            for t in range(d):
+                out[k, t] = buf[t] / norm
+            k += 1
