@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from ._errors import ClusterError, ConfigError, DataError, ImageError, LsicError, StoreError
+from ._asgd import OneVsAllASGD
 
 try:
     __version__ = _version("lsic")
@@ -25,4 +26,5 @@ __all__ = [
     "DataError",
     "StoreError",
     "ClusterError",
+    "OneVsAllASGD",
 ]

@@ -1,0 +1,347 @@
+"""numba kernels of the one-vs-all ASGD solver (Lin et al., CVPR 2011, §4, eqs. 3-9).
+
+All kernels are ``nogil`` and fill or update preallocated arrays in place. The
+state of ``K`` binary problems (one per owned class, or per (class, lambda) pair
+of a grid) is held as
+
+``V``, ``U``     (K, d) float32   the eq. 8-9 vectors v, u (``U`` is (K, 0) for plain SGD)
+``P``            (K, 3) float64   the lower triangular 2x2 factor, columns P11, P21, P22
+``b``, ``bbar``  (K,) float64     intercept and averaged intercept (scalars need no transform)
+``t``            (K,) int64       steps taken so far (the t of eq. 7)
+
+so that ``w = P11 v`` and ``wbar = P21 v + P22 u``. Rows are given either as a
+dense (n, d) float32 array or as CSR (data, indices, indptr); the same kernels
+serve both through the ``dense`` flag (the row access helpers branch once per
+row, the arithmetic is shared).
+
+Step t (0-based count of steps already taken) of class k on row x with target
+y = +1 if label == class else -1, eq. 7 and eq. 6::
+
+    eta   = eta0 / (1 + lam eta0 t)^c
+    alpha = 1 / max(1, t + 1 - avg_start)          # alpha = 1/t of eq. 6 when avg_start = 0
+    a     = 1 - lam eta
+    Delta = y (P11 v.x + b)                        # margin, eq. 4
+    P    <- T P with T = [[a, 0], [alpha a, 1 - alpha]]           # eq. 8
+    if Delta < 1:  v += eta y R11 x ;  u += eta y (R21 + alpha R22) x ;  b += eta y   # eq. 9
+    bbar <- (1 - alpha) bbar + alpha b
+
+While alpha == 1 (the first step, or every step before ``avg_start``) T is
+singular; then wbar == w and the kernels keep u == 0, P21 = P11, P22 = 1.
+Before a step, if P11 or P22 has left ``[RENORM_LOW, 1]`` the factors are folded
+back (v <- P11 v, u <- P21 v + P22 u, P <- I), so arbitrarily long runs neither
+under- nor overflow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: P11 or P22 below this value triggers the fold-back (renormalisation) before the next step.
+RENORM_LOW = 1e-4
+
+_KW = dict(nogil=True, cache=True)
+
+
+@njit(fastmath=True, **_KW)
+def _dot(dense, X, data, indices, indptr, i, v):
+    """x_i . v in float32 for a dense row ``X[i]`` or CSR row ``i``."""
+    s = np.float32(0.0)
+    if dense:
+        xi = X[i]
+        for j in range(xi.shape[0]):
+            s += xi[j] * v[j]
+    else:
+        for p in range(indptr[i], indptr[i + 1]):
+            s += data[p] * v[indices[p]]
+    return s
+
+
+@njit(fastmath=True, **_KW)
+def _axpy(dense, X, data, indices, indptr, i, coef, v):
+    """v += coef x_i (float32) for a dense row ``X[i]`` or CSR row ``i``."""
+    a = np.float32(coef)
+    if dense:
+        xi = X[i]
+        for j in range(xi.shape[0]):
+            v[j] += a * xi[j]
+    else:
+        for p in range(indptr[i], indptr[i + 1]):
+            v[indices[p]] += a * data[p]
+
+
+@njit(**_KW)
+def _eta_alpha(t, lam, eta0, c, avg_start):
+    """Step size (eq. 7) and averaging rate (eq. 6) of step ``t`` (0-based)."""
+    base = 1.0 + lam * eta0 * t
+    if c == 1.0:
+        eta = eta0 / base
+    else:
+        eta = eta0 / base**c
+    s = t + 1 - avg_start
+    if s < 1:
+        s = 1
+    return eta, 1.0 / s
+
+
+@njit(**_KW)
+def _needs_renorm(P, k):
+    return P[k, 0] < RENORM_LOW or P[k, 2] < RENORM_LOW
+
+
+@njit(**_KW)
+def _renorm_class(V, U, P, k, average, tied):
+    """Fold the factors back into v, u and reset P to I (``tied``: wbar == w phase, u := 0)."""
+    p11 = P[k, 0]
+    p21 = P[k, 1]
+    p22 = P[k, 2]
+    v = V[k]
+    if average:
+        u = U[k]
+        if tied:
+            for j in range(v.shape[0]):
+                v[j] = np.float32(p11 * v[j])
+                u[j] = np.float32(0.0)
+            P[k, 1] = 1.0
+        else:
+            for j in range(v.shape[0]):
+                vj = np.float64(v[j])
+                u[j] = np.float32(p21 * vj + p22 * u[j])
+                v[j] = np.float32(p11 * vj)
+            P[k, 1] = 0.0
+    else:
+        for j in range(v.shape[0]):
+            v[j] = np.float32(p11 * v[j])
+        P[k, 1] = 0.0
+    P[k, 0] = 1.0
+    P[k, 2] = 1.0
+
+
+@njit(**_KW)
+def _advance(P, k, eta, alpha, lam, average, active):
+    """Apply T_t to P (eq. 8) and return the coefficients of x in the v and u updates (eq. 9)."""
+    a = 1.0 - lam * eta
+    if not average:
+        p11 = a * P[k, 0]
+        P[k, 0] = p11
+        return (eta / p11 if active else 0.0), 0.0
+    if alpha >= 1.0:
+        p11 = a * P[k, 0]
+        P[k, 0] = p11
+        P[k, 1] = p11
+        P[k, 2] = 1.0
+        return (eta / p11 if active else 0.0), 0.0
+    p11 = a * P[k, 0]
+    p21 = alpha * a * P[k, 0] + (1.0 - alpha) * P[k, 1]
+    p22 = (1.0 - alpha) * P[k, 2]
+    P[k, 0] = p11
+    P[k, 1] = p21
+    P[k, 2] = p22
+    if not active:
+        return 0.0, 0.0
+    r11 = 1.0 / p11
+    r21 = -p21 / (p11 * p22)
+    r22 = 1.0 / p22
+    return eta * r11, eta * (r21 + alpha * r22)
+
+
+@njit(parallel=True, **_KW)
+def asgd_rows(dense, X, data, indices, indptr, rows, labels, classes,
+              V, U, P, b, bbar, t, lam, eta0, c, avg_start, average, fit_intercept,
+              n_groups, row_block):
+    """Exact per-row ASGD (or plain SGD) over ``rows`` for all K classes, in place.
+
+    Parameters
+    ----------
+    dense : bool
+        True: rows are ``X`` (n, d) float32 C-contiguous; False: rows are CSR
+        ``data`` (nnz,) float32, ``indices`` (nnz,) int32/int64, ``indptr`` (n + 1,).
+    rows : (m,) int64
+        Row indices in the order they are visited (one step per row and class).
+    labels : (n,) int64
+        Class id of every row; target is +1 where ``labels[i] == classes[k]``.
+    classes : (K,) int64
+    V, U, P, b, bbar, t : state, see the module docstring; updated in place.
+    lam, eta0 : (K,) float64
+        Per-class lambda and eta0 (a grid of lambdas is a repeated class axis).
+    c : float
+        Exponent of eq. 7 (1 or 2/3).
+    avg_start : int
+        Averaging starts after this many steps (0 = paper, alpha_t = 1/t).
+    average, fit_intercept : bool
+    n_groups : int
+        Number of class groups spread over threads (``prange``); every group
+        walks the same rows, in blocks of ``row_block`` so each block of rows
+        stays in cache while the group's classes visit it.
+    """
+    K = V.shape[0]
+    m = rows.shape[0]
+    for g in prange(n_groups):
+        k0 = g * K // n_groups
+        k1 = (g + 1) * K // n_groups
+        for r0 in range(0, m, row_block):
+            r1 = min(m, r0 + row_block)
+            for k in range(k0, k1):
+                cls = classes[k]
+                v = V[k]
+                tk = t[k]
+                bk = b[k]
+                bbk = bbar[k]
+                for ri in range(r0, r1):
+                    i = rows[ri]
+                    eta, alpha = _eta_alpha(tk, lam[k], eta0[k], c, avg_start)
+                    if _needs_renorm(P, k):
+                        _renorm_class(V, U, P, k, average, alpha >= 1.0)
+                    y = 1.0 if labels[i] == cls else -1.0
+                    d = _dot(dense, X, data, indices, indptr, i, v)
+                    active = y * (P[k, 0] * d + bk) < 1.0
+                    cv, cu = _advance(P, k, eta, alpha, lam[k], average, active)
+                    if active:
+                        _axpy(dense, X, data, indices, indptr, i, y * cv, v)
+                        if average and cu != 0.0:
+                            _axpy(dense, X, data, indices, indptr, i, y * cu, U[k])
+                        if fit_intercept:
+                            bk += eta * y
+                    if average:
+                        bbk = (1.0 - alpha) * bbk + alpha * bk
+                    else:
+                        bbk = bk
+                    tk += 1
+                t[k] = tk
+                b[k] = bk
+                bbar[k] = bbk
+
+
+@njit(**_KW)
+def steps_before_renorm(P, t, lam, eta0, c, avg_start, average, limit):
+    """How many of the next ``limit`` steps every class can take before a fold-back is due.
+
+    The factors P depend only on the schedule (t, lam, eta0, c, avg_start), not
+    on the data, so this is a scalar simulation. Returns 0 if a class needs it now.
+    """
+    K = P.shape[0]
+    best = limit
+    for k in range(K):
+        p11 = P[k, 0]
+        p21 = P[k, 1]
+        p22 = P[k, 2]
+        n = 0
+        while n < best:
+            if p11 < RENORM_LOW or p22 < RENORM_LOW:
+                break
+            eta, alpha = _eta_alpha(t[k] + n, lam[k], eta0[k], c, avg_start)
+            a = 1.0 - lam[k] * eta
+            if (not average) or alpha >= 1.0:
+                p11 = a * p11
+                p21 = p11
+                p22 = 1.0
+            else:
+                p21 = alpha * a * p11 + (1.0 - alpha) * p21
+                p11 = a * p11
+                p22 = (1.0 - alpha) * p22
+            n += 1
+        if n < best:
+            best = n
+    return best
+
+
+@njit(parallel=True, **_KW)
+def renorm_due(V, U, P, t, lam, eta0, c, avg_start, average):
+    """Fold back every class whose factors left the safe range (before its next step)."""
+    K = V.shape[0]
+    for k in prange(K):
+        if _needs_renorm(P, k):
+            _eta, alpha = _eta_alpha(t[k], lam[k], eta0[k], c, avg_start)
+            _renorm_class(V, U, P, k, average, alpha >= 1.0)
+
+
+@njit(parallel=True, **_KW)
+def block_coefficients(M, G, blabels, classes, P, b, bbar, t, lam, eta0, c, avg_start,
+                       average, fit_intercept, CV, CU):
+    """Scalar part of one block step (block mode), exact to rounding.
+
+    ``M`` (nb, K) float32 holds x_i . v_k at the start of the block (one GEMM),
+    ``G`` (nb, nb) float32 the Gram matrix x_i . x_j of the block. The margin of
+    row i is corrected for the updates of the earlier rows j < i of the same
+    block, ``x_i . v = M[i, k] + sum_j CV[j, k] G[i, j]``, so the block gives the
+    per-row algorithm's result. Fills ``CV``, ``CU`` (nb, K) float32 with the
+    coefficients of the rank-nb updates ``V += CV.T @ Xb`` and ``U += CU.T @ Xb``
+    and advances P, b, bbar, t. The caller guarantees no fold-back is due
+    within the block (:func:`steps_before_renorm`).
+    """
+    nb = M.shape[0]
+    K = M.shape[1]
+    for k in prange(K):
+        cls = classes[k]
+        tk = t[k]
+        bk = b[k]
+        bbk = bbar[k]
+        for i in range(nb):
+            eta, alpha = _eta_alpha(tk, lam[k], eta0[k], c, avg_start)
+            y = 1.0 if blabels[i] == cls else -1.0
+            d = np.float32(M[i, k])
+            for j in range(i):
+                cj = CV[j, k]
+                if cj != 0.0:
+                    d += cj * G[i, j]
+            active = y * (P[k, 0] * d + bk) < 1.0
+            cv, cu = _advance(P, k, eta, alpha, lam[k], average, active)
+            if active:
+                CV[i, k] = np.float32(y * cv)
+                CU[i, k] = np.float32(y * cu)
+                if fit_intercept:
+                    bk += eta * y
+            else:
+                CV[i, k] = 0.0
+                CU[i, k] = 0.0
+            if average:
+                bbk = (1.0 - alpha) * bbk + alpha * bk
+            else:
+                bbk = bk
+            tk += 1
+        t[k] = tk
+        b[k] = bk
+        bbar[k] = bbk
+
+
+@njit(parallel=True, **_KW)
+def csr_margins(data, indices, indptr, V, out):
+    """out[i, k] = x_i . v_k for CSR rows (nb rows) against V (K, d); float32."""
+    nb = indptr.shape[0] - 1
+    K = V.shape[0]
+    for k in prange(K):
+        v = V[k]
+        for i in range(nb):
+            s = np.float32(0.0)
+            for p in range(indptr[i], indptr[i + 1]):
+                s += data[p] * v[indices[p]]
+            out[i, k] = s
+
+
+@njit(parallel=True, **_KW)
+def csr_rank_update(data, indices, indptr, C, V):
+    """V[k] += sum_i C[i, k] x_i for CSR rows (the rank-nb update of block mode)."""
+    nb = indptr.shape[0] - 1
+    K = V.shape[0]
+    for k in prange(K):
+        v = V[k]
+        for i in range(nb):
+            a = C[i, k]
+            if a != 0.0:
+                for p in range(indptr[i], indptr[i + 1]):
+                    v[indices[p]] += a * data[p]
+
+
+@njit(parallel=True, **_KW)
+def averaged_weights(V, U, P, out):
+    """out[k] = P21 v_k + P22 u_k (wbar, eq. 8) as float32; plain w = P11 v if U is empty."""
+    K = V.shape[0]
+    d = V.shape[1]
+    avg = U.shape[1] == d
+    for k in prange(K):
+        if avg:
+            for j in range(d):
+                out[k, j] = np.float32(P[k, 1] * V[k, j] + P[k, 2] * U[k, j])
+        else:
+            for j in range(d):
+                out[k, j] = np.float32(P[k, 0] * V[k, j])
