@@ -154,9 +154,25 @@ def wait_for_jobs(client: Any, cluster: Any, settings: ClusterSettings) -> None:
     """Submit the jobs and wait until all their workers joined, at most ``queue_timeout`` seconds."""
     _, n_jobs, per_job = jobqueue_sizing(settings)
     n_workers = n_jobs * per_job
-    cluster.scale(jobs=n_jobs)
     command = cluster.job_cls.submit_command.split()[0]
     t0 = time.monotonic()
+    # what cluster.scale(jobs=n_jobs) does, but submitting synchronously so a
+    # refused submission (bad queue, account, ...) raises here, not in a log
+    while len(cluster.worker_spec) < n_jobs:
+        cluster.worker_spec.update(cluster.new_worker_spec())
+    try:
+        cluster.sync(cluster._correct_state)
+    except RuntimeError as exc:
+        from distributed.core import Status
+
+        for job in list(cluster.workers.values()):
+            if job.status == Status.created:  # never submitted: let cluster.close() skip it
+                job.status = Status.failed
+        reason = _submit_error(str(exc))
+        raise ClusterError(
+            f"{command} refused the Dask worker job ({reason}); check jobqueue.{settings.kind} "
+            "queue/account/walltime/cores/memory in jobqueue.yaml or the config's cluster section"
+        ) from exc
     try:
         client.wait_for_workers(n_workers, timeout=settings.queue_timeout)
     except TimeoutError as exc:
@@ -177,6 +193,16 @@ def wait_for_jobs(client: Any, cluster: Any, settings: ClusterSettings) -> None:
         n_workers,
         time.monotonic() - t0,
     )
+
+
+def _submit_error(text: str) -> str:
+    """The most telling line of dask-jobqueue's 'Command exited with non-zero exit code' message."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "stderr:" in lines:
+        err = lines[lines.index("stderr:") + 1 :]
+        if err:
+            return err[-1] if len(err) == 1 else "; ".join(err[:2])
+    return lines[0] if lines else "no message"
 
 
 def _queue_command(kind: str) -> str:
