@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from ._errors import ClusterError, ConfigError, DataError, ImageError, LsicError, StoreError
-from ._asgd import OneVsAllASGD
+from ._asgd import ASGDClassifier, OneVsAllASGD, fit_lambda_grid
 
 try:
     __version__ = _version("lsic")
@@ -26,5 +26,7 @@ __all__ = [
     "DataError",
     "StoreError",
     "ClusterError",
+    "ASGDClassifier",
     "OneVsAllASGD",
+    "fit_lambda_grid",
 ]

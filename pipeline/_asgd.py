@@ -22,13 +22,17 @@ from typing import Any, Sequence
 import numba
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
 from . import _asgd_kernels as _k
 from ._errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OneVsAllASGD"]
+__all__ = ["OneVsAllASGD", "ASGDClassifier", "fit_lambda_grid"]
 
 _MODES = ("exact", "block")
 #: rows of the sample the automatic eta0 rule looks at (first rows of the first chunk)
@@ -389,3 +393,240 @@ def _gather_csr(data, indices, indptr, idx):
         return data[s:e], indices[s:e], bptr
     take = np.repeat(starts - bptr[:-1], lens) + np.arange(bptr[-1])
     return data[take], indices[take], bptr
+
+
+# ---------------------------------------------------------------------- estimator
+
+
+class ASGDClassifier(ClassifierMixin, BaseEstimator):
+    """One-vs-all linear SVMs (hinge loss + L2, eq. 3) by averaged SGD (Lin et al., CVPR 2011, §4).
+
+    Parameters
+    ----------
+    lam : float, default=1e-4
+        lambda of eq. 3 for the objective averaged over the n training rows,
+        ``lam/2 ||w||^2 + (1/n) sum_t max(0, 1 - y_t (w.x_t + b))``. It equals
+        scikit-learn's ``SGDClassifier(alpha=lam)``, and ``LinearSVC(loss="hinge",
+        C=1 / (lam * n))`` minimises the same objective (up to LinearSVC also
+        penalising its intercept).
+    eta0 : float or None, default=None
+        eta0 of eq. 7; None chooses it per class on a sample of the first rows
+        (see :class:`OneVsAllASGD`).
+    c : {1, 2/3}, default=1
+        Exponent of the step schedule eta_t = eta0 / (1 + lam eta0 t)^c (eq. 7).
+    epochs : int, default=5
+        Passes over the data in :meth:`fit`.
+    average : bool or int, default=True
+        True: averaged SGD (eq. 6), the paper's method. An int n > 0 starts the
+        average after n steps. False: plain SGD (eq. 5).
+    fit_intercept : bool, default=True
+    shuffle : bool, default=True
+        Shuffle the rows before every epoch of :meth:`fit` (:meth:`partial_fit`
+        keeps the given order).
+    random_state : int, RandomState or None
+        Seed of the shuffles.
+    n_jobs : int or None
+        Threads over the class axis (numba); None or -1: all available.
+    mode : {"exact", "block"}, default="exact"
+        Per-row kernel, or blocks of rows with GEMM margins and rank-b updates
+        (same result up to float rounding, much faster for dense rows).
+    block_size : int, default=128
+        Rows per block in block mode.
+
+    Attributes
+    ----------
+    classes_ : (n_classes,) labels
+    coef_ : (n_classes, n_features) float32, or (1, n_features) for two classes
+    intercept_ : (n_classes,) float32, or (1,)
+    eta0_ : (n_classes,) or (1,) float64 step sizes used (chosen or given)
+    t_ : int, steps taken per class
+    n_features_in_ : int
+
+    Notes
+    -----
+    Two classes train one binary problem (positive = ``classes_[1]``), so
+    ``decision_function`` returns shape (n,) as in scikit-learn. Rows are
+    converted to float32. See also :func:`fit_lambda_grid` to train several
+    lambdas in one pass over the data.
+
+    References
+    ----------
+    Lin et al., "Large-scale image classification: fast feature extraction and
+    SVM training", CVPR 2011, eqs. 3-9. L. Bottou, "Stochastic gradient
+    descent tricks", 2012 (eta0 on a sample).
+    """
+
+    _parameter_constraints: dict = {
+        "lam": [Interval(numbers.Real, 0, None, closed="neither")],
+        "eta0": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "c": [Interval(numbers.Real, 0.5, 1.0, closed="right")],
+        "epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "average": ["boolean", Interval(numbers.Integral, 0, None, closed="left")],
+        "fit_intercept": ["boolean"],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "n_jobs": [Interval(numbers.Integral, -1, None, closed="left"), None],
+        "mode": [StrOptions(set(_MODES))],
+        "block_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, lam: float = 1e-4, *, eta0: float | None = None, c: float = 1.0, epochs: int = 5,
+                 average: bool | int = True, fit_intercept: bool = True, shuffle: bool = True,
+                 random_state: Any = None, n_jobs: int | None = None, mode: str = "exact",
+                 block_size: int = 128) -> None:
+        self.lam = lam
+        self.eta0 = eta0
+        self.c = c
+        self.epochs = epochs
+        self.average = average
+        self.fit_intercept = fit_intercept
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.mode = mode
+        self.block_size = block_size
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    # -------------------------------------------------------------- internals
+    def _threads(self) -> int | None:
+        if self.n_jobs is None or self.n_jobs == -1:
+            return None
+        if self.n_jobs == 0:
+            raise ConfigError("n_jobs=0 is not allowed; pass a positive int, -1 or None")
+        return int(self.n_jobs)
+
+    def _new_model(self, n_features: int, n_classes: int, lam: Any = None) -> OneVsAllASGD:
+        owned = np.arange(n_classes) if n_classes > 2 else np.array([1])
+        lam = self.lam if lam is None else lam
+        return OneVsAllASGD(n_features, owned, lam=lam, eta0=self.eta0, c=self.c, average=self.average,
+                            fit_intercept=self.fit_intercept, mode=self.mode, n_threads=self._threads(),
+                            block_size=self.block_size)
+
+    def _validate_xy(self, X, y, reset):
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float32, np.float64],
+                             reset=reset, order="C")
+        check_classification_targets(y)
+        return X, y
+
+    def _publish(self, model: OneVsAllASGD, cols: slice | np.ndarray = slice(None)) -> None:
+        self.model_ = model
+        self.coef_ = model.coef_[cols]
+        self.intercept_ = model.intercept_[cols]
+        self.eta0_ = model.eta0[cols].copy()
+        self.t_ = int(model.t[0])
+
+    def _fit_epochs(self, model, X, y_idx, epochs, shuffle):
+        rows = _as_rows(X)
+        rng = check_random_state(self.random_state)
+        n = y_idx.size
+        for _ in range(epochs):
+            order = rng.permutation(n).astype(np.int64) if shuffle else None
+            model._partial_fit_rows(*rows, y_idx, order)
+
+    # -------------------------------------------------------------- API
+    def fit(self, X: Any, y: Any) -> "ASGDClassifier":
+        """Train ``epochs`` passes from scratch. X (n, d) dense or CSR, y (n,) labels."""
+        self._validate_params()
+        X, y = self._validate_xy(X, y, reset=True)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        if self.classes_.size < 2:
+            raise ValueError(f"y has only one class {self.classes_!r}; pass at least two classes")
+        model = self._new_model(X.shape[1], self.classes_.size)
+        self._fit_epochs(model, X, y_idx.astype(np.int64), self.epochs, self.shuffle)
+        self._publish(model)
+        return self
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> "ASGDClassifier":
+        """One pass over this chunk in the given order; ``classes`` required on the first call.
+
+        Continuing the step counter t, so chunk-by-chunk equals one :meth:`fit`
+        epoch over the concatenation with ``shuffle=False``.
+        """
+        first = not hasattr(self, "model_")
+        if first:
+            self._validate_params()
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit")
+            self.classes_ = np.unique(np.asarray(classes))
+            if self.classes_.size < 2:
+                raise ValueError(f"classes={classes!r} has fewer than two labels; pass all labels")
+        X, y = self._validate_xy(X, y, reset=first)
+        if classes is not None and not first and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes={classes!r} differ from the first call's {self.classes_!r}")
+        if not np.all(np.isin(y, self.classes_)):
+            raise ValueError(f"y has labels {np.setdiff1d(y, self.classes_)!r} not in classes_; "
+                             "pass them in classes= on the first call")
+        y_idx = np.searchsorted(self.classes_, y).astype(np.int64)
+        model = self._new_model(X.shape[1], self.classes_.size) if first else self.model_
+        self._fit_epochs(model, X, y_idx, 1, False)
+        self._publish(model)
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Scores (n, n_classes) float32, or (n,) for two classes (positive = ``classes_[1]``)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse="csr", dtype=[np.float32, np.float64], reset=False,
+                          order="C")
+        if sp.issparse(X):
+            X = sp.csr_array(X, dtype=np.float32)
+            scores = (X @ self.coef_.T).astype(np.float32)
+        else:
+            scores = np.asarray(X, dtype=np.float32) @ self.coef_.T
+        scores += self.intercept_
+        return scores.ravel() if self.classes_.size == 2 else scores
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Labels (n,): argmax of :meth:`decision_function` (sign for two classes)."""
+        s = self.decision_function(X)
+        idx = (s > 0).astype(np.intp) if s.ndim == 1 else s.argmax(axis=1)
+        return self.classes_[idx]
+
+
+def fit_lambda_grid(X: Any, y: Any, lams: Sequence[float], **params: Any) -> list[ASGDClassifier]:
+    """Train one :class:`ASGDClassifier` per lambda in a single pass per epoch over the data.
+
+    The (class, lambda) pairs are laid out along the class axis of one
+    :class:`OneVsAllASGD`, so each row is read once per epoch for all lambdas.
+    Each returned estimator equals ``ASGDClassifier(lam=l, **params).fit(X, y)``
+    (exact mode: bit for bit; block mode: to float rounding).
+
+    Parameters
+    ----------
+    X : (n, d) dense or CSR
+    y : (n,) labels
+    lams : sequence of float, length L
+    **params : other :class:`ASGDClassifier` parameters.
+
+    Returns
+    -------
+    list of L fitted :class:`ASGDClassifier`
+    """
+    lams = [float(v) for v in lams]
+    if not lams:
+        raise ConfigError("lams is empty; pass at least one lambda")
+    base = ASGDClassifier(lam=lams[0], **params)
+    base._validate_params()
+    X, y = base._validate_xy(X, y, reset=True)
+    classes, y_idx = np.unique(y, return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(f"y has only one class {classes!r}; pass at least two classes")
+    owned = np.arange(classes.size) if classes.size > 2 else np.array([1])
+    Kc = owned.size
+    model = OneVsAllASGD(X.shape[1], np.tile(owned, len(lams)), lam=np.repeat(lams, Kc), eta0=base.eta0,
+                         c=base.c, average=base.average, fit_intercept=base.fit_intercept, mode=base.mode,
+                         n_threads=base._threads(), block_size=base.block_size)
+    base._fit_epochs(model, X, y_idx.astype(np.int64), base.epochs, base.shuffle)
+    out = []
+    for j, lam in enumerate(lams):
+        est = clone(base).set_params(lam=lam)
+        est.n_features_in_ = base.n_features_in_
+        if hasattr(base, "feature_names_in_"):
+            est.feature_names_in_ = base.feature_names_in_
+        est.classes_ = classes
+        est._publish(model, slice(j * Kc, (j + 1) * Kc))
+        out.append(est)
+    return out
