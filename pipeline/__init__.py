@@ -12,6 +12,15 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from ._errors import ClusterError, ConfigError, DataError, ImageError, LsicError, StoreError
 from ._asgd import ASGDClassifier, OneVsAllASGD, fit_lambda_grid
+from ._fusion import ScoreFusion, fusion_weights, score_stats, standardize_scores
+from ._metrics import (
+    classification_metrics,
+    confusion_matrix,
+    mean_per_class_accuracy,
+    per_class_hit_rates,
+    top_k_accuracy,
+    top_k_predictions,
+)
 
 try:
     __version__ = _version("lsic")
@@ -29,4 +38,14 @@ __all__ = [
     "ASGDClassifier",
     "OneVsAllASGD",
     "fit_lambda_grid",
+    "ScoreFusion",
+    "fusion_weights",
+    "score_stats",
+    "standardize_scores",
+    "classification_metrics",
+    "confusion_matrix",
+    "mean_per_class_accuracy",
+    "per_class_hit_rates",
+    "top_k_accuracy",
+    "top_k_predictions",
 ]
