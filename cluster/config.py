@@ -163,7 +163,7 @@ def _seconds(name: str, value: Any) -> float:
     except (TypeError, ValueError, KeyError):
         seconds = None
     if seconds is None or seconds <= 0:
-        raise ConfigError(f"cluster.{name}={value!r} must be a positive duration such as 30s or 5min")
+        raise ConfigError(f"cluster.{name}={value!r} must be a positive duration such as 30s or 5m")
     return float(seconds)
 
 
