@@ -26,6 +26,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from threadpoolctl import threadpool_limits
 
 from . import _asgd_kernels as _k
 from ._errors import ConfigError, DataError
@@ -40,6 +41,7 @@ ETA0_SAMPLE_ROWS = 512
 #: candidate eta0 = ETA0_FACTORS / mean ||x||^2 over the sample
 ETA0_FACTORS = tuple(2.0**e for e in range(-6, 5))
 _STATE_VERSION = 1
+_NO_GRAM = np.empty((0, 0), np.float32)
 
 
 def _as_rows(X: Any, n_features: int | None = None) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -100,14 +102,20 @@ class OneVsAllASGD:
     mode : {"exact", "block"}
         ``"exact"``: one row at a time, one dot and two axpys per row and class.
         ``"block"``: blocks of ``block_size`` rows; margins of the block against
-        all classes by one GEMM, the hinge-active rows folded into V and U by a
-        rank-``block_size`` GEMM update. Margins are corrected inside the block
-        with the block's Gram matrix, so the result equals the exact mode up to
-        float rounding (not bit-equal).
+        all classes by one GEMM (``Xb @ V.T``), then the hinge-active (row,
+        class) pairs folded into V and U as one rank-``block_size`` update per
+        class, with the same step schedule and averaging per row. Every row of
+        a block sees the margins of the block's start (decay and intercept are
+        current), so it is not equal to the per-row algorithm; with
+        ``block_gram=True`` the margins are corrected by the block's Gram
+        matrix and the result equals the exact mode up to float rounding.
     n_threads : int or None
         numba threads used for the class axis (None: numba's default).
     block_size : int
         Rows per block in block mode.
+    block_gram : bool
+        Correct the in-block margins with the Gram matrix ``Xb @ Xb.T`` (exact
+        to rounding, costs ``block_size / 2`` extra multiply-adds per row and feature).
 
     Notes
     -----
@@ -125,7 +133,7 @@ class OneVsAllASGD:
 
     def __init__(self, n_features: int, classes: Any, *, lam: Any, eta0: Any = None, c: float = 1.0,
                  average: bool | int = True, fit_intercept: bool = True, mode: str = "exact",
-                 n_threads: int | None = None, block_size: int = 128) -> None:
+                 n_threads: int | None = None, block_size: int = 256, block_gram: bool = False) -> None:
         if not isinstance(n_features, numbers.Integral) or n_features <= 0:
             raise ConfigError(f"n_features={n_features!r} must be a positive int")
         cls = np.asarray(classes)
@@ -169,6 +177,7 @@ class OneVsAllASGD:
         self.mode = mode
         self.n_threads = None if n_threads is None else int(n_threads)
         self.block_size = int(block_size)
+        self.block_gram = bool(block_gram)
         self._V = np.zeros((K, d), np.float32)
         self._U = np.zeros((K, d if avg else 0), np.float32)
         self._P = np.tile(np.array([1.0, 0.0, 1.0]), (K, 1))
@@ -228,6 +237,11 @@ class OneVsAllASGD:
                              self._V, self._U, self._P, self._b, self._bbar, self._t,
                              self.lam, self.eta0, self.c, self.avg_start, self.average,
                              self.fit_intercept, n_groups, 32)
+            elif dense:
+                # one BLAS thread for the margin GEMM; numba's pool does the per-class
+                # updates (the two pools spinning side by side halve both).
+                with threadpool_limits(1, user_api="blas"):
+                    self._block_pass(dense, Xd, data, indices, indptr, labels, rows)
             else:
                 self._block_pass(dense, Xd, data, indices, indptr, labels, rows)
         finally:
@@ -251,22 +265,23 @@ class OneVsAllASGD:
             if dense:
                 Xb = Xd[pos:pos + nb] if sequential else Xd[idx]
                 M = Xb @ V.T
-                G = Xb @ Xb.T
+                G = Xb @ Xb.T if self.block_gram else _NO_GRAM
             else:
                 bdata, bind, bptr = _gather_csr(data, indices, indptr, idx)
                 M = np.empty((nb, K), np.float32)
                 _k.csr_margins(bdata, bind, bptr, V, M)
                 Xb = sp.csr_array((bdata, bind, bptr), shape=(nb, self.n_features))
-                G = (Xb @ Xb.T).toarray().astype(np.float32, copy=False)
+                G = (Xb @ Xb.T).toarray().astype(np.float32, copy=False) if self.block_gram else _NO_GRAM
             CV = np.empty((nb, K), np.float32)
             CU = np.zeros((nb, K), np.float32)
-            _k.block_coefficients(M, G, blabels, self.classes, self._P, self._b, self._bbar, self._t,
+            coefficients = _k.block_coefficients if dense else _k.block_coefficients_parallel
+            coefficients(M, G, blabels, self.classes, self._P, self._b, self._bbar, self._t,
                                   self.lam, self.eta0, self.c, self.avg_start, self.average,
                                   self.fit_intercept, CV, CU)
             if dense:
-                V += CV.T @ Xb
+                _k.dense_rank_update(Xb, CV, V)
                 if self.average:
-                    U += CU.T @ Xb
+                    _k.dense_rank_update(Xb, CU, U)
             else:
                 _k.csr_rank_update(bdata, bind, bptr, CV, V)
                 if self.average:
@@ -293,7 +308,7 @@ class OneVsAllASGD:
         eta = np.tile(cands, todo.size)
         eta = np.minimum(eta, 0.5 / lam)
         trial = OneVsAllASGD(self.n_features, cls, lam=lam, eta0=eta, c=self.c, average=False,
-                             fit_intercept=self.fit_intercept, mode="block" if dense else "exact")
+                             fit_intercept=self.fit_intercept, mode="exact")
         slabels = labels[sample]
         if dense:
             trial._partial_fit_rows(True, np.ascontiguousarray(Xs), data, indices, indptr, slabels, None)
@@ -349,6 +364,7 @@ class OneVsAllASGD:
             "fit_intercept": np.array(self.fit_intercept),
             "mode": np.array(self.mode),
             "block_size": np.array(self.block_size, np.int64),
+            "block_gram": np.array(self.block_gram),
             "V": self._V.copy(),
             "U": self._U.copy(),
             "P": self._P.copy(),
@@ -368,7 +384,8 @@ class OneVsAllASGD:
             eta0 = np.asarray(d["eta0"], np.float64)
             m = cls(int(d["n_features"]), np.asarray(d["classes"]), lam=np.asarray(d["lam"]),
                     eta0=None, c=float(d["c"]), average=average, fit_intercept=bool(d["fit_intercept"]),
-                    mode=str(d["mode"]), n_threads=n_threads, block_size=int(d["block_size"]))
+                    mode=str(d["mode"]), n_threads=n_threads, block_size=int(d["block_size"]),
+                    block_gram=bool(d["block_gram"]))
             m.eta0 = eta0.copy()
             for name in ("V", "U", "P", "b", "bbar", "t"):
                 src = np.asarray(d[name])
@@ -429,9 +446,12 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         Threads over the class axis (numba); None or -1: all available.
     mode : {"exact", "block"}, default="exact"
         Per-row kernel, or blocks of rows with GEMM margins and rank-b updates
-        (same result up to float rounding, much faster for dense rows).
-    block_size : int, default=128
+        (see :class:`OneVsAllASGD`).
+    block_size : int, default=256
         Rows per block in block mode.
+    block_gram : bool, default=False
+        Block mode only: correct in-block margins with the Gram matrix (equal
+        to the exact mode up to float rounding).
 
     Attributes
     ----------
@@ -468,12 +488,13 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         "n_jobs": [Interval(numbers.Integral, -1, None, closed="left"), None],
         "mode": [StrOptions(set(_MODES))],
         "block_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "block_gram": ["boolean"],
     }
 
     def __init__(self, lam: float = 1e-4, *, eta0: float | None = None, c: float = 1.0, epochs: int = 5,
                  average: bool | int = True, fit_intercept: bool = True, shuffle: bool = True,
                  random_state: Any = None, n_jobs: int | None = None, mode: str = "exact",
-                 block_size: int = 128) -> None:
+                 block_size: int = 256, block_gram: bool = False) -> None:
         self.lam = lam
         self.eta0 = eta0
         self.c = c
@@ -485,6 +506,7 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.mode = mode
         self.block_size = block_size
+        self.block_gram = block_gram
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -504,7 +526,7 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         lam = self.lam if lam is None else lam
         return OneVsAllASGD(n_features, owned, lam=lam, eta0=self.eta0, c=self.c, average=self.average,
                             fit_intercept=self.fit_intercept, mode=self.mode, n_threads=self._threads(),
-                            block_size=self.block_size)
+                            block_size=self.block_size, block_gram=self.block_gram)
 
     def _validate_xy(self, X, y, reset):
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float32, np.float64],
@@ -618,7 +640,7 @@ def fit_lambda_grid(X: Any, y: Any, lams: Sequence[float], **params: Any) -> lis
     Kc = owned.size
     model = OneVsAllASGD(X.shape[1], np.tile(owned, len(lams)), lam=np.repeat(lams, Kc), eta0=base.eta0,
                          c=base.c, average=base.average, fit_intercept=base.fit_intercept, mode=base.mode,
-                         n_threads=base._threads(), block_size=base.block_size)
+                         n_threads=base._threads(), block_size=base.block_size, block_gram=base.block_gram)
     base._fit_epochs(model, X, y_idx.astype(np.int64), base.epochs, base.shuffle)
     out = []
     for j, lam in enumerate(lams):

@@ -245,18 +245,17 @@ def steps_before_renorm(P, t, lam, eta0, c, avg_start, average, limit):
     return best
 
 
-@njit(parallel=True, **_KW)
+@njit(**_KW)
 def renorm_due(V, U, P, t, lam, eta0, c, avg_start, average):
     """Fold back every class whose factors left the safe range (before its next step)."""
     K = V.shape[0]
-    for k in prange(K):
+    for k in range(K):
         if _needs_renorm(P, k):
             _eta, alpha = _eta_alpha(t[k], lam[k], eta0[k], c, avg_start)
             _renorm_class(V, U, P, k, average, alpha >= 1.0)
 
 
-@njit(parallel=True, **_KW)
-def block_coefficients(M, G, blabels, classes, P, b, bbar, t, lam, eta0, c, avg_start,
+def _block_coefficients(M, G, blabels, classes, P, b, bbar, t, lam, eta0, c, avg_start,
                        average, fit_intercept, CV, CU):
     """Scalar part of one block step (block mode), exact to rounding.
 
@@ -264,13 +263,15 @@ def block_coefficients(M, G, blabels, classes, P, b, bbar, t, lam, eta0, c, avg_
     ``G`` (nb, nb) float32 the Gram matrix x_i . x_j of the block. The margin of
     row i is corrected for the updates of the earlier rows j < i of the same
     block, ``x_i . v = M[i, k] + sum_j CV[j, k] G[i, j]``, so the block gives the
-    per-row algorithm's result. Fills ``CV``, ``CU`` (nb, K) float32 with the
+    per-row algorithm's result. With an empty ``G`` (0, 0) the margins of the
+    block are those of its start (the plain, cheaper block mode). Fills ``CV``, ``CU`` (nb, K) float32 with the
     coefficients of the rank-nb updates ``V += CV.T @ Xb`` and ``U += CU.T @ Xb``
     and advances P, b, bbar, t. The caller guarantees no fold-back is due
     within the block (:func:`steps_before_renorm`).
     """
     nb = M.shape[0]
     K = M.shape[1]
+    use_gram = G.shape[0] == nb
     for k in prange(K):
         cls = classes[k]
         tk = t[k]
@@ -280,10 +281,11 @@ def block_coefficients(M, G, blabels, classes, P, b, bbar, t, lam, eta0, c, avg_
             eta, alpha = _eta_alpha(tk, lam[k], eta0[k], c, avg_start)
             y = 1.0 if blabels[i] == cls else -1.0
             d = np.float32(M[i, k])
-            for j in range(i):
-                cj = CV[j, k]
-                if cj != 0.0:
-                    d += cj * G[i, j]
+            if use_gram:
+                for j in range(i):
+                    cj = CV[j, k]
+                    if cj != 0.0:
+                        d += cj * G[i, j]
             active = y * (P[k, 0] * d + bk) < 1.0
             cv, cu = _advance(P, k, eta, alpha, lam[k], average, active)
             if active:
@@ -302,6 +304,12 @@ def block_coefficients(M, G, blabels, classes, P, b, bbar, t, lam, eta0, c, avg_
         t[k] = tk
         b[k] = bk
         bbar[k] = bbk
+
+
+# Dense block mode leaves the threads to BLAS (numba's OpenMP pool spinning next
+# to OpenBLAS's halves GEMM speed), CSR block mode has no BLAS and uses prange.
+block_coefficients = njit(parallel=False, **_KW)(_block_coefficients)
+block_coefficients_parallel = njit(parallel=True, **_KW)(_block_coefficients)
 
 
 @njit(parallel=True, **_KW)
@@ -330,6 +338,22 @@ def csr_rank_update(data, indices, indptr, C, V):
             if a != 0.0:
                 for p in range(indptr[i], indptr[i + 1]):
                     v[indices[p]] += a * data[p]
+
+
+@njit(parallel=True, fastmath=True, **_KW)
+def dense_rank_update(Xb, C, V):
+    """V[k] += sum_i C[i, k] Xb[i] over the non-zero C[i, k] only (hinge-active pairs)."""
+    nb = Xb.shape[0]
+    K = V.shape[0]
+    d = Xb.shape[1]
+    for k in prange(K):
+        v = V[k]
+        for i in range(nb):
+            a = C[i, k]
+            if a != 0.0:
+                xi = Xb[i]
+                for j in range(d):
+                    v[j] += a * xi[j]
 
 
 @njit(parallel=True, **_KW)
