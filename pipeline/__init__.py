@@ -11,6 +11,16 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from ._errors import ClusterError, ConfigError, DataError, ImageError, LsicError, StoreError
+from ._grid import DescriptorGrid, Descriptors
+from ._images import load_image
+from ._hog import dense_hog
+from ._lbp import dense_lbp, lbp_codes
+from ._pca import fit_pca, pca_project
+from ._coding import SparseCodes, lcc_encode, nearest_codewords
+from ._pooling import n_pyramid_blocks, normalize_feature, pyramid_blocks, pyramid_pool, svc_pool
+from ._feature_sets import CALTECH, PRESETS, TABLE1, FeatureSet, descriptor_dim
+from ._codebook import Codebook
+from ._image_features import dense_descriptors, encode_pool, image_descriptors, image_features
 from ._asgd import ASGDClassifier, OneVsAllASGD, fit_lambda_grid
 from ._fusion import ScoreFusion, fusion_weights, score_stats, standardize_scores
 from ._metrics import (
@@ -35,6 +45,32 @@ __all__ = [
     "DataError",
     "StoreError",
     "ClusterError",
+    "load_image",
+    "DescriptorGrid",
+    "Descriptors",
+    "dense_descriptors",
+    "dense_hog",
+    "dense_lbp",
+    "lbp_codes",
+    "fit_pca",
+    "pca_project",
+    "Codebook",
+    "SparseCodes",
+    "nearest_codewords",
+    "lcc_encode",
+    "svc_pool",
+    "pyramid_blocks",
+    "n_pyramid_blocks",
+    "pyramid_pool",
+    "normalize_feature",
+    "encode_pool",
+    "FeatureSet",
+    "descriptor_dim",
+    "TABLE1",
+    "CALTECH",
+    "PRESETS",
+    "image_descriptors",
+    "image_features",
     "ASGDClassifier",
     "OneVsAllASGD",
     "fit_lambda_grid",

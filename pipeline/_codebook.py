@@ -1,0 +1,168 @@
+"""Codebooks: optional PCA, then k-means on a descriptor sample (paper §3.1-3.2)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+
+from ._errors import ConfigError, DataError
+from ._feature_sets import FeatureSet
+from ._pca import fit_pca, pca_project
+
+__all__ = ["Codebook"]
+
+logger = logging.getLogger(__name__)
+
+_KMEANS_FULL_LIMIT = 50_000_000  # n * p below which full (Lloyd) KMeans is used
+
+
+class Codebook:
+    """A fitted codebook of one feature set: PCA (optional) and k-means centres.
+
+    Attributes
+    ----------
+    feature_set : FeatureSet
+    centers : ndarray (p, d') float32
+        Codewords B (rows), d' = ``feature_set.code_dim``.
+    pca_mean : ndarray (d,) float32 or None
+    pca_components : ndarray (d', d) float32 or None
+    center_norms : ndarray (p,) float32
+        ``||b_j||^2``, cached for the distance GEMM.
+    """
+
+    def __init__(
+        self,
+        feature_set: FeatureSet,
+        centers: np.ndarray,
+        pca_mean: np.ndarray | None = None,
+        pca_components: np.ndarray | None = None,
+    ) -> None:
+        self.feature_set = feature_set
+        self.centers = np.ascontiguousarray(centers, dtype=np.float32)
+        self.pca_mean = None if pca_mean is None else np.ascontiguousarray(pca_mean, dtype=np.float32)
+        self.pca_components = (
+            None if pca_components is None else np.ascontiguousarray(pca_components, dtype=np.float32)
+        )
+        if (self.pca_mean is None) != (self.pca_components is None):
+            raise DataError(f"codebook {feature_set.name!r}: pca_mean and pca_components must come together")
+        p = feature_set.codebook_size
+        if self.centers.ndim != 2 or self.centers.shape[0] != p:
+            raise DataError(
+                f"codebook {feature_set.name!r}: centers of shape {self.centers.shape}, expected ({p}, d)"
+            )
+        if self.pca_components is not None and self.pca_components.shape[0] != self.centers.shape[1]:
+            raise DataError(
+                f"codebook {feature_set.name!r}: pca_components {self.pca_components.shape} do not "
+                f"match centers {self.centers.shape}"
+            )
+        self.center_norms = np.einsum("ij,ij->i", self.centers, self.centers).astype(np.float32)
+
+    @property
+    def input_dim(self) -> int | None:
+        """Raw descriptor dimension expected by :meth:`project` (None without PCA: any)."""
+        return None if self.pca_components is None else self.pca_components.shape[1]
+
+    @classmethod
+    def fit(
+        cls,
+        descriptors: np.ndarray,
+        feature_set: FeatureSet,
+        *,
+        random_state: int | None = 0,
+    ) -> "Codebook":
+        """PCA (if ``feature_set.pca_dim``) then k-means with p = ``feature_set.codebook_size``.
+
+        Parameters
+        ----------
+        descriptors : ndarray (n, d) float32
+            Descriptor sample of the set's descriptor kind, n >= p.
+        feature_set : FeatureSet
+        random_state : int or None
+            Seed of k-means (and its sampling), for reproducible codebooks.
+
+        Notes
+        -----
+        scikit-learn ``KMeans`` (k-means++, one init) when n * p is below
+        5e7, otherwise ``MiniBatchKMeans`` (k-means++ init up to p = 2048,
+        random init above it, where k-means++ seeding costs more than the
+        clustering itself).
+        """
+        from sklearn.cluster import KMeans, MiniBatchKMeans
+
+        X = np.ascontiguousarray(descriptors, dtype=np.float32)
+        p = feature_set.codebook_size
+        if X.ndim != 2 or X.shape[0] < p:
+            raise DataError(
+                f"codebook {feature_set.name!r} needs at least {p} descriptors (n, d), got shape "
+                f"{X.shape}: sample more images or lower codebook_size"
+            )
+        mean = comps = None
+        if feature_set.pca_dim is not None:
+            mean, comps = fit_pca(X, feature_set.pca_dim)
+            X = pca_project(X, mean, comps)
+        n = X.shape[0]
+        if n * p <= _KMEANS_FULL_LIMIT:
+            km = KMeans(n_clusters=p, n_init=1, random_state=random_state, max_iter=100)
+        else:
+            km = MiniBatchKMeans(
+                n_clusters=p,
+                init="k-means++" if p <= 2048 else "random",
+                n_init=1,
+                batch_size=max(4096, 2 * p),
+                random_state=random_state,
+                max_iter=50,
+                reassignment_ratio=0.001,
+            )
+        km.fit(X)
+        logger.info("codebook %s: k-means p=%d on %d x %d descriptors", feature_set.name, p, n, X.shape[1])
+        return cls(feature_set, km.cluster_centers_, mean, comps)
+
+    def project(self, Z: np.ndarray) -> np.ndarray:
+        """Descriptors into the codebook's space: PCA if fitted, else unchanged. (n, d') float32."""
+        Z = np.ascontiguousarray(Z, dtype=np.float32)
+        if self.pca_components is None:
+            out = Z
+        else:
+            if Z.ndim != 2 or Z.shape[1] != self.pca_components.shape[1]:
+                raise ConfigError(
+                    f"codebook {self.feature_set.name!r} expects {self.pca_components.shape[1]}-dim "
+                    f"descriptors, got {Z.shape}: check the descriptor grid (lbp_cells)"
+                )
+            out = pca_project(Z, self.pca_mean, self.pca_components)
+        if out.ndim != 2 or out.shape[1] != self.centers.shape[1]:
+            raise ConfigError(
+                f"codebook {self.feature_set.name!r} has {self.centers.shape[1]}-dim codewords, got "
+                f"descriptors {out.shape}: check the descriptor grid (lbp_cells)"
+            )
+        return out
+
+    transform = project
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """``{"centers"}`` plus ``"pca_mean"``, ``"pca_components"`` when PCA was fitted."""
+        out = {"centers": self.centers}
+        if self.pca_components is not None:
+            out["pca_mean"] = self.pca_mean
+            out["pca_components"] = self.pca_components
+        return out
+
+    @classmethod
+    def from_arrays(cls, d: Mapping[str, np.ndarray], feature_set: FeatureSet) -> "Codebook":
+        """Inverse of :meth:`to_arrays` (missing or empty PCA arrays mean no PCA)."""
+        if "centers" not in d:
+            raise DataError(f"codebook {feature_set.name!r}: no 'centers' array; re-run the codebook stage")
+
+        def opt(key: str) -> np.ndarray | None:
+            a = d.get(key)
+            if a is None:
+                return None
+            a = np.asarray(a)
+            return None if a.size == 0 else a
+
+        return cls(feature_set, np.asarray(d["centers"]), opt("pca_mean"), opt("pca_components"))
+
+    def __repr__(self) -> str:
+        pca = "" if self.pca_components is None else f", pca {self.pca_components.shape[1]}->{self.pca_components.shape[0]}"
+        return f"Codebook({self.feature_set.name!r}, p={self.centers.shape[0]}, d={self.centers.shape[1]}{pca})"
