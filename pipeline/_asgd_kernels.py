@@ -27,9 +27,10 @@ y = +1 if label == class else -1, eq. 7 and eq. 6::
 
 While alpha == 1 (the first step, or every step before ``avg_start``) T is
 singular; then wbar == w and the kernels keep u == 0, P21 = P11, P22 = 1.
-Before a step, if P11 or P22 has left ``[RENORM_LOW, 1]`` the factors are folded
-back (v <- P11 v, u <- P21 v + P22 u, P <- I), so arbitrarily long runs neither
-under- nor overflow.
+Before a step, if P11 or P22 has left ``[RENORM_LOW, 1]`` (or P21 / P11 exceeds
+``RENORM_RATIO``, where wbar = P21 v + P22 u starts to cancel float32 digits) the
+factors are folded back (v <- P11 v, u <- P21 v + P22 u, P <- I), so arbitrarily
+long runs neither under- nor overflow.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from numba import njit, prange
 
 #: P11 or P22 below this value triggers the fold-back (renormalisation) before the next step.
 RENORM_LOW = 1e-4
+#: P21 / P11 above this value also triggers it: wbar = P21 v + P22 u then cancels two terms
+#: about (P21 / P11) |w| large, which costs float32 digits (matters when lam eta_t >> 1/t, c < 1).
+RENORM_RATIO = 4.0
 
 _KW = dict(nogil=True, cache=True)
 
@@ -86,7 +90,12 @@ def _eta_alpha(t, lam, eta0, c, avg_start):
 
 @njit(**_KW)
 def _needs_renorm(P, k):
-    return P[k, 0] < RENORM_LOW or P[k, 2] < RENORM_LOW
+    return _out_of_range(P[k, 0], P[k, 1], P[k, 2])
+
+
+@njit(**_KW)
+def _out_of_range(p11, p21, p22):
+    return p11 < RENORM_LOW or p22 < RENORM_LOW or abs(p21) > RENORM_RATIO * p11
 
 
 @njit(**_KW)
@@ -227,7 +236,7 @@ def steps_before_renorm(P, t, lam, eta0, c, avg_start, average, limit):
         p22 = P[k, 2]
         n = 0
         while n < best:
-            if p11 < RENORM_LOW or p22 < RENORM_LOW:
+            if _out_of_range(p11, p21, p22):
                 break
             eta, alpha = _eta_alpha(t[k] + n, lam[k], eta0[k], c, avg_start)
             a = 1.0 - lam[k] * eta
