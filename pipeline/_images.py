@@ -68,10 +68,13 @@ def load_image(
 
     Notes
     -----
-    JPEGs are decoded with ``Image.draft("L", size)``: libjpeg's DCT scaling
+    Pillow's own refusal of images above 2 x ``Image.MAX_IMAGE_PIXELS``
+    (about 179 M pixels) stays in force as a ceiling (changing it would be a
+    process-wide side effect); ``max_pixels`` applies below it. JPEGs are
+    decoded with ``Image.draft("L", size)``: libjpeg's DCT scaling
     picks the smallest of 1/1, 1/2, 1/4, 1/8 that keeps both sides at least as
     large as the target, and the remaining shrink is a Pillow bilinear
-    (antialiased) resize. Pillow's own bomb check is replaced by ``max_pixels``.
+    (antialiased) resize.
     """
     label = _label(name)
     if max_side < 1:
@@ -105,8 +108,9 @@ def load_image(
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(
-            f"image {label} refused by Pillow as a decompression bomb ({exc}): raise max_pixels "
-            "if it is genuine"
+            f"image {label} refused before decoding as a possible decompression bomb ({exc}); "
+            f"lsic max_pixels={max_pixels}, and Pillow refuses above 2 x Image.MAX_IMAGE_PIXELS "
+            "in any case"
         ) from None
     except UnidentifiedImageError:
         raise ImageError(
