@@ -1,9 +1,180 @@
-"""Subcommand registry of the ``lsic`` command; each entry calls into one workflow."""
+"""Subcommands of the ``lsic`` command; each is a few lines over one workflow."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the subcommands. Later stages append their own ``_add_<name>`` here."""
+    """Add the subcommands."""
+    _add_extract(sub)
+    _add_run(sub)
+    _add_evaluate(sub)
+    _add_report(sub)
+    _add_predict(sub)
+    _add_demo(sub)
+
+
+def _cluster_args(parser: argparse.ArgumentParser) -> None:
+    from lsic.cluster import add_cluster_arguments
+
+    add_cluster_arguments(parser)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .config import load_experiment
+
+    exp = load_experiment(args.config, data=getattr(args, "data", None), store=getattr(args, "store", None))
+    from lsic.cluster import cluster_options
+
+    overrides = cluster_options(args)
+    if overrides:
+        exp = exp.replace(cluster={**exp.cluster, **overrides})
+    return exp
+
+
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="images -> pooled features in the Zarr store (resumable)")
+    p.add_argument("config", help="experiment YAML file, or a shipped config name (caltech101, imagenet2010, demo)")
+    p.add_argument("--data", metavar="URL", help="dataset root replacing the config's (same layout)")
+    p.add_argument("--store", metavar="URL", help="feature store URL replacing the config's (any fsspec URL)")
+    p.add_argument("--overwrite", action="store_true", help="replace a store made from another configuration")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _cluster_args(p)
+    p.set_defaults(func=_run_extract)
+
+
+def _run_extract(args: argparse.Namespace) -> int:
+    from .extract import run_extract
+
+    exp = _load(args)
+    summary = run_extract(exp, overwrite=args.overwrite, progress=not args.no_progress)
+    print(summary.line())
+    return 0
+
+
+# --------------------------------------------------------------------------- run, evaluate, report, predict, demo (§5)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment YAML file, or a shipped config name (caltech101, imagenet2010, demo)")
+    p.add_argument("--data", metavar="URL", help="dataset root replacing the config's (same layout)")
+    p.add_argument("--store", metavar="URL", help="feature store URL replacing the config's (any fsspec URL)")
+    p.add_argument("--report", metavar="DIR", help="report folder replacing the config's")
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="extract -> train -> evaluate as one resumable run; prints the final table")
+    _add_config_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a store made from another configuration")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _cluster_args(p)
+    p.set_defaults(func=_run_run)
+
+
+def _print_result(ev: Any) -> None:
+    print(ev.table())
+    print(f"chance (top-1): {100 * ev.chance:.1f}%  |  test images: {ev.metrics['n_test']}  |  "
+          f"failed images: {ev.metrics['n_failed']}")
+    if ev.report:
+        print(f"report: {ev.files.get('index', ev.report)}  (metrics: {ev.files.get('metrics', '')})")
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from .run import run_pipeline
+
+    exp = _load(args)
+    result = run_pipeline(exp, report=args.report, overwrite=args.overwrite, progress=not args.no_progress, say=print)
+    print(" | ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+    _print_result(result.evaluate)
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="fuse the stored SVM scores, measure them and write the report")
+    _add_config_args(p)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import run_evaluate
+
+    _print_result(run_evaluate(_load(args), report=args.report))
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="regenerate the report (figures, metrics.json, index.html) of an evaluated store")
+    p.add_argument("store", help="the store URL")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: the one of the last evaluation)")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report import report_from_store
+
+    files = report_from_store(args.store, args.out)
+    print(f"report: {files['index']}")
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="top-5 classes of images (paths, URLs or folders) with a trained store")
+    p.add_argument("store", help="the store URL of a run that was evaluated (lsic run / lsic demo)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image path or URL, or a folder of images")
+    p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import sys
+
+    from .predict import predict_images
+
+    failed = 0
+    for pred in predict_images(args.store, args.images, top=args.top):
+        if pred.ok:
+            print("\n".join(pred.lines()))
+        else:
+            failed += 1
+            print(f"lsic: error: {pred.image}: {pred.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on the small Caltech-101 subset shipped with lsic")
+    p.add_argument("--dir", metavar="DIR", help="folder for the demo's store and report (default ./lsic-demo)")
+    p.add_argument("--fresh", action="store_true", help="start over instead of reusing a previous demo store")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _cluster_args(p)
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import shutil
+    import time
+
+    from lsic.cluster import cluster_options
+
+    from .run import demo_experiment, run_pipeline
+
+    t0 = time.perf_counter()
+    exp = demo_experiment(args.dir, **cluster_options(args))
+    from . import _store
+
+    stale = _store.store_exists(exp.store.url) and (
+        _store.open_store(exp.store.url).attrs.get("fingerprint") != exp.extraction_fingerprint()
+    )
+    if args.fresh or stale:  # a demo store from another lsic version or config: start over
+        shutil.rmtree(exp.store.url, ignore_errors=True)
+    print(f"lsic demo: 8 Caltech-101 classes x 20 photos (CC BY 4.0) shipped in {exp.dataset.root}")
+    print(f"store: {exp.store.url}")
+    result = run_pipeline(exp, progress=not args.no_progress, say=print)
+    ev = result.evaluate
+    _print_result(ev)
+    fused = ev.metrics["fused"]
+    print(f"demo: fused top-1 accuracy {100 * fused['top1']:.1f}% vs chance {100 * ev.chance:.1f}% "
+          f"({fused['top1'] / ev.chance:.1f}x chance) in {time.perf_counter() - t0:.0f} s")
+    print(f"try: lsic predict {exp.store.url} {exp.dataset.root}/airplanes")
+    return 0

@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Large-scale image classification on Dask (Lin et al., CVPR 2011).",
     )
     parser.add_argument("--version", action="version", version=f"lsic {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output: -v debug for lsic, -vv debug for everything")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_subcommands(sub)
     return parser
@@ -36,14 +38,20 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
     _commands.register(sub)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    """Stage progress from lsic at INFO by default; other libraries only warn unless -vv."""
     logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + 1, 2)],
+        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
     if args.command is None:
         parser.print_help()
         return 0

@@ -1,0 +1,375 @@
+"""Stage 1, extraction (paper §3.3): images -> pooled features in the Zarr store.
+
+Plan, then graph, then execute:
+
+1. :func:`build_manifest` lists the dataset in the run's global row order.
+2. The store's metadata is created up front (or reopened to resume).
+3. Codebooks (and PCA) per feature set are fitted from a descriptor sample
+   drawn over many training images in parallel, then stored; a rerun reuses them.
+4. A Dask bag with one partition per missing row chunk maps each image's
+   bytes to descriptors (computed once per image for all sets) and to one
+   pooled vector per feature set; each partition writes its own chunk-aligned
+   region of every ``features/<set>/X`` and marks the chunk done last.
+
+A rerun of the same command re-plans from the marks and computes only what is
+missing; the arrays it produces are bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.bag as db
+import numpy as np
+
+from lsic.pipeline import (
+    Codebook,
+    FeatureSet,
+    ImageError,
+    LsicError,
+    StoreError,
+    image_descriptors,
+    image_features,
+)
+
+from . import _store
+from .config import Experiment
+from .datasets import build_manifest, check_root, read_images
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractPlan:
+    """What extraction still has to do for a store (pure: computed from the store's marks)."""
+
+    n_images: int
+    chunk_rows: int
+    missing_codebooks: tuple[str, ...]
+    missing_chunks: tuple[int, ...]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_codebooks and not self.missing_chunks
+
+
+@dataclass
+class ExtractSummary:
+    """What a run of :func:`run_extract` did."""
+
+    store: str
+    n_images: int
+    n_valid: int
+    n_failed: int
+    images_done: int
+    seconds: float
+    bytes_per_set: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images_done / self.seconds if self.seconds > 0 else float("nan")
+
+    def line(self) -> str:
+        sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in self.bytes_per_set.items())
+        return (
+            f"extract: {self.n_images} images ({self.images_done} this run, {self.images_per_s:.1f} images/s), "
+            f"{self.n_valid} valid, {self.n_failed} failed (see failures.json); stored: {sizes}"
+        )
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def plan_extract(exp: Experiment, group: Any) -> ExtractPlan:
+    """List the codebooks and row chunks still missing in ``group`` (an open store)."""
+    n = int(group.attrs["n_images"])
+    chunk_rows = int(group.attrs["chunk_rows"])
+    missing_cb = tuple(fs.name for fs in exp.feature_sets if not _store.has_codebook(group, fs))
+    done = _store.done_chunks(group)
+    for fs in exp.feature_sets:
+        # A feature set added to the config after a run: its array is absent.
+        if f"features/{fs.name}/X" not in group:
+            done[:] = False
+    return ExtractPlan(n, chunk_rows, missing_cb, tuple(int(k) for k in np.flatnonzero(~done)))
+
+
+# --------------------------------------------------------------------------- tasks (run on workers)
+
+_CODEBOOK_CACHE: dict[tuple[str, str, str], Codebook] = {}
+
+
+def _codebooks(g: Any, sets: Iterable[FeatureSet]) -> dict[str, Codebook]:
+    """The store's codebooks, read once per worker process and store (keyed by its run id)."""
+    out = {}
+    for fs in sets:
+        key = (str(g.attrs["run_id"]), fs.name, repr(fs))
+        if key not in _CODEBOOK_CACHE:
+            _CODEBOOK_CACHE[key] = _store.read_codebook(g, fs)
+        out[fs.name] = _CODEBOOK_CACHE[key]
+    return out
+
+
+def _descriptor_sample(rows: list[int], url: str, so: dict, exp: Experiment) -> dict[str, np.ndarray]:
+    """Descriptors of a few training images, at most ``descriptors_per_image`` each, per kind."""
+    g = _store.open_store(url, "r", so)
+    kinds = sorted({fs.descriptor for fs in exp.feature_sets})
+    out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+    paths = [str(p) for p in g["paths"].oindex[rows]]
+    offsets = g["offsets"].oindex[rows]
+    sizes = g["sizes"].oindex[rows]
+    per = exp.codebook.descriptors_per_image
+    for i, data in read_images(paths, offsets, sizes, exp.dataset.storage_options):
+        if isinstance(data, Exception):
+            continue  # recorded by the feature pass, which reads every row
+        try:
+            desc = image_descriptors(data, kinds, exp.images, name=str(paths[i]))
+        except ImageError:
+            continue
+        rng = np.random.default_rng([exp.seed, rows[i]])
+        for kind, d in desc.items():
+            v = d.values
+            if len(v) > per:
+                v = v[np.sort(rng.choice(len(v), per, replace=False))]
+            out[kind].append(v)
+    return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in out.items()}
+
+
+def _fit_and_store_codebook(
+    partitions: list[list[dict[str, np.ndarray]]], fs: FeatureSet, url: str, so: dict, seed: int
+) -> str:
+    parts = [s[fs.descriptor] for part in partitions for s in part if s[fs.descriptor].size]
+    if not parts:
+        raise StoreError(f"no descriptors could be sampled for feature set {fs.name!r}; are the training images readable?")
+    sample = np.concatenate(parts)
+    if len(sample) < fs.codebook_size:
+        raise StoreError(
+            f"feature set {fs.name!r} needs at least {fs.codebook_size} sampled descriptors for its codebook "
+            f"but got {len(sample)}; raise codebook.sample_images or descriptors_per_image, or shrink codebook_size"
+        )
+    t0 = time.perf_counter()
+    cb = Codebook.fit(sample, fs, random_state=seed)
+    log.info("codebook %s: %d codewords from %d descriptors in %.1f s", fs.name, fs.codebook_size, len(sample), time.perf_counter() - t0)
+    _store.write_codebook(_store.open_store(url, "a", so), fs, cb)
+    return fs.name
+
+
+def extract_chunk(k: int, url: str, so: dict, exp: Experiment) -> dict[str, int]:
+    """Compute and write row chunk ``k`` of every feature set, then mark it done.
+
+    Each image is decoded once and its descriptors computed once for all sets.
+    A row that cannot be read or decoded gets ``valid=False`` and its error;
+    nothing else about it is written (its features stay zero).
+    """
+    g = _store.open_store(url, "a", so)
+    chunk_rows = int(g.attrs["chunk_rows"])
+    n = int(g.attrs["n_images"])
+    start, stop = k * chunk_rows, min((k + 1) * chunk_rows, n)
+    paths = g["paths"][start:stop]
+    offsets = g["offsets"][start:stop]
+    sizes = g["sizes"][start:stop]
+    codebooks = _codebooks(g, exp.feature_sets)
+    m = stop - start
+    blocks = {fs.name: np.zeros((m, fs.dim), np.float32) for fs in exp.feature_sets}
+    valid = np.zeros(m, bool)
+    errors = np.full(m, "", dtype=object)
+    for i, data in read_images(list(paths), offsets, sizes, exp.dataset.storage_options):
+        if isinstance(data, Exception):
+            errors[i] = f"cannot read: {data}"
+            continue
+        try:
+            feats = image_features(data, exp.feature_sets, codebooks, exp.images, name=str(paths[i]))
+        except LsicError as exc:
+            errors[i] = str(exc)
+            continue
+        for name, vec in feats.items():
+            blocks[name][i] = vec
+        valid[i] = True
+    for fs in exp.feature_sets:
+        _store.feature_array(g, fs, n, chunk_rows)[start:stop] = blocks[fs.name]
+    g["valid"][start:stop] = valid
+    g["errors"][start:stop] = np.asarray(errors, dtype=str)
+    _store.mark_chunk_done(g, k)  # last: the chunk counts only once everything is written
+    return {"chunk": k, "images": m, "failed": int(m - valid.sum())}
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+def codebook_graph(exp: Experiment, group: Any, names: Iterable[str], url: str, so: dict) -> list[Any]:
+    """Delayed tasks that sample descriptors in parallel and fit + store each missing codebook."""
+    names = list(names)
+    if not names:
+        return []
+    split = np.asarray(group["split"][...])
+    train_rows = np.flatnonzero(split == 0)
+    rng = np.random.default_rng(exp.seed)
+    take = min(exp.codebook.sample_images, len(train_rows))
+    rows = np.sort(rng.choice(train_rows, take, replace=False)).tolist()
+    per_task = max(1, min(16, len(rows) // 16 or 1))
+    bag = db.from_sequence(rows, partition_size=per_task)
+    samples = bag.map_partitions(lambda part: [_descriptor_sample(list(part), url, so, exp)]).to_delayed()
+    fit = dask.delayed(_fit_and_store_codebook, pure=False)
+    return [fit(samples, exp.feature_set(name), url, so, exp.seed) for name in names]
+
+
+def feature_bag(exp: Experiment, chunks: Iterable[int], url: str, so: dict) -> db.Bag:
+    """One bag partition per row chunk, each writing its own region of the store."""
+    chunks = list(chunks)
+    return db.from_sequence(chunks, npartitions=max(len(chunks), 1)).map(
+        extract_chunk, url=url, so=so, exp=exp
+    )
+
+
+# --------------------------------------------------------------------------- execute
+
+
+def prepare_store(exp: Experiment, *, overwrite: bool = False) -> Any:
+    """Build the manifest and create (or reopen) the store's metadata."""
+    if exp.dataset.splits is None:
+        check_root(exp.dataset.root, exp.dataset.storage_options)
+    manifest = build_manifest(exp.dataset, exp.seed)
+    counts = manifest.counts()
+    log.info(
+        "dataset: %d images in %d classes (train %d, val %d, test %d)",
+        len(manifest), len(manifest.class_names), counts["train"], counts["val"], counts["test"],
+    )
+    return _store.create_store(
+        exp.store.url,
+        config=exp.to_dict(),
+        fingerprint=exp.extraction_fingerprint(),
+        manifest=manifest,
+        chunk_rows=exp.store.chunk_rows,
+        seed=exp.seed,
+        overwrite=overwrite,
+        storage_options=exp.store.storage_options,
+    )
+
+
+def run_extract(
+    exp: Experiment,
+    *,
+    client: Any = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ExtractSummary:
+    """Run (or resume) extraction into ``exp.store.url``.
+
+    Parameters
+    ----------
+    exp : Experiment
+    client : distributed.Client, optional
+        Where to run; by default a client from :func:`lsic.cluster.make_client`
+        sized for extraction (closed again at the end).
+    overwrite : bool
+        Replace a store made from another configuration instead of refusing it.
+    progress : bool
+        Show a progress bar on the client.
+
+    Raises
+    ------
+    StoreError
+        When some row chunks failed; the completed ones are kept, so rerunning
+        the same command computes only the rest.
+    """
+    t0 = time.perf_counter()
+    url, so = exp.store.url, dict(exp.store.storage_options)
+    group = prepare_store(exp, overwrite=overwrite)
+    n = int(group.attrs["n_images"])
+    for fs in exp.feature_sets:
+        _store.feature_array(group, fs, n, exp.store.chunk_rows)
+    plan = plan_extract(exp, group)
+    if plan.complete:
+        log.info("extract: store %s is complete; nothing to do", url)
+        return _summary(exp, group, 0, time.perf_counter() - t0)
+
+    owns_client = client is None
+    if owns_client:
+        from lsic.cluster import make_client
+
+        client = make_client(**_cluster_kwargs(exp, "extract"))
+    try:
+        log.info("extract: dashboard %s", getattr(client, "dashboard_link", "n/a"))
+        if plan.missing_codebooks:
+            log.info("extract: fitting codebooks %s", ", ".join(plan.missing_codebooks))
+            tasks = codebook_graph(exp, group, plan.missing_codebooks, url, so)
+            _execute(client, tasks, "codebooks", progress, unit="set")
+        plan = plan_extract(exp, group)
+        t_feat = time.perf_counter()
+        bag = feature_bag(exp, plan.missing_chunks, url, so)
+        results = _execute(client, bag.to_delayed(), "extract", progress, unit="chunk", allow_errors=True)
+    finally:
+        if owns_client:
+            client.close()
+    done = [r for part in results if isinstance(part, list) for r in part]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    images_done = sum(r["images"] for r in done)
+    records = _store.write_failures(url, group, so)
+    if errors:
+        raise StoreError(
+            f"{len(errors)} of {len(plan.missing_chunks)} row chunks failed ({errors[0]!r}); "
+            "finished chunks are kept, rerun the same command to resume"
+        )
+    group.attrs["complete_extract"] = True
+    summary = _summary(exp, group, images_done, time.perf_counter() - t_feat, n_failed=len(records))
+    log.info(summary.line())
+    return summary
+
+
+def _cluster_kwargs(exp: Experiment, stage: str) -> dict[str, Any]:
+    kw = dict(exp.cluster)
+    kw["stage"] = stage
+    return kw
+
+
+def _execute(client: Any, tasks: list[Any], label: str, progress: bool, *, unit: str, allow_errors: bool = False) -> list[Any]:
+    """Compute delayed ``tasks`` on ``client`` with a progress bar; results in completion order."""
+    from distributed import as_completed
+
+    if not tasks:
+        return []
+    futures = client.compute(tasks)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(futures), desc=label, unit=unit, leave=False)
+    out: list[Any] = []
+    try:
+        for fut in as_completed(futures, loop=client.loop):
+            if fut.status == "error":
+                exc = fut.exception()
+                if not allow_errors:
+                    raise exc
+                log.warning("%s: a task failed: %r", label, exc)
+                out.append(exc)
+            else:
+                out.append(fut.result())
+            if bar is not None:
+                bar.update(1)
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+def _summary(exp: Experiment, group: Any, images_done: int, seconds: float, n_failed: int | None = None) -> ExtractSummary:
+    valid = np.asarray(group["valid"][...], bool)
+    n = int(group.attrs["n_images"])
+    sizes = {fs.name: _store.stored_bytes(group[f"features/{fs.name}/X"]) for fs in exp.feature_sets}
+    return ExtractSummary(
+        store=exp.store.url,
+        n_images=n,
+        n_valid=int(valid.sum()),
+        n_failed=int(n - valid.sum()) if n_failed is None else n_failed,
+        images_done=images_done,
+        seconds=seconds,
+        bytes_per_set=sizes,
+    )
