@@ -86,32 +86,29 @@ def read_scores(g: Any, name: str, split: str, sl: slice = slice(None)) -> np.nd
 
 
 def read_curves(g: Any, names: Sequence[str]) -> dict[str, dict[str, list[float]]]:
-    """Per-epoch validation accuracies for Fig. 3, ``{set: {"asgd": [...], "sgd": [...]}}``.
+    """Per-epoch validation top-1 accuracies for Fig. 3, ``{set: {"asgd": [...], "sgd": [...]}}``.
 
-    Training records them in ``models/<set>`` attrs; a missing record gives an empty curve.
+    Training records one entry per epoch in the ``history`` attribute of
+    ``models/<set>`` (``{"epoch": e, "val_top1": {"<set>": acc, "<set>/sgd": acc}, ...}``);
+    a set without a record gets no curve.
     """
     out: dict[str, dict[str, list[float]]] = {}
     for name in names:
         path = f"models/{name}"
         if path not in g:
             continue
-        attrs = dict(g[path].attrs)
+        hist = g[path].attrs.get("history") or []
         curve: dict[str, list[float]] = {}
-        hist = attrs.get("history") or attrs.get("curves") or {}
-        if isinstance(hist, Mapping):
+        if isinstance(hist, Mapping):  # {"asgd": [...], "sgd": [...]}
             for method in ("asgd", "sgd"):
-                v = hist.get(method) or hist.get(f"val_accuracy_{method}")
-                if isinstance(v, Mapping):
-                    v = v.get("val_accuracy") or v.get("val_top1")
-                if v:
-                    curve[method] = [None if x is None else float(x) for x in v]
-        for method in ("asgd", "sgd"):
-            v = attrs.get(f"val_accuracy_{method}")
-            if v and method not in curve:
-                curve[method] = [float(x) for x in v]
-        v = attrs.get("val_accuracy")
-        if v and "asgd" not in curve:
-            curve["asgd"] = [float(x) for x in v]
+                if hist.get(method):
+                    curve[method] = [float(x) for x in hist[method]]
+        else:
+            recs = sorted((h for h in hist if isinstance(h, Mapping)), key=lambda h: h.get("epoch", 0))
+            for method, key in (("asgd", name), ("sgd", f"{name}/sgd")):
+                vals = [h.get("val_top1", {}).get(key) for h in recs]
+                if any(v is not None for v in vals):
+                    curve[method] = [None if v is None else float(v) for v in vals]
         if curve:
             out[name] = curve
     return out

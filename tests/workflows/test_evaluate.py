@@ -42,7 +42,9 @@ def _make_store(url, seed=0, with_val=True, failed=2):
             s = s * (10.0 ** j)  # sets on very different scales
             g.create_array(f"scores/{name}/{sp}", shape=s.shape, dtype="float32", chunks=(16, N_CLASSES))[...] = s
             g.create_array(f"scores/{name}/{sp}_rows", shape=rows.shape, dtype="int64")[...] = rows
-        g.require_group(f"models/{name}").attrs["history"] = {"asgd": [0.3, 0.5, 0.6], "sgd": [0.2, 0.3, 0.45]}
+        g.require_group(f"models/{name}").attrs["history"] = [
+            {"epoch": e + 1, "val_top1": {name: a, f"{name}/sgd": b}} for e, (a, b) in enumerate([(0.3, 0.2), (0.5, 0.3), (0.6, 0.45)])
+        ]
     return g
 
 

@@ -1,0 +1,148 @@
+"""End to end: extract -> train -> evaluate -> report -> predict, and the commands over them.
+
+The fast test runs on the generated texture images (tests/conftest.py) with an
+in-process client; ``test_demo`` runs ``lsic demo`` itself on the shipped
+Caltech-101 subset (slow: about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lsic.workflows import cli
+from lsic.workflows.config import parse_experiment
+from lsic.workflows.predict import predict_images
+from lsic.workflows.report import FIGURES
+from lsic.workflows.run import run_pipeline
+
+SETS = [
+    {"name": "hog_lcc", "descriptor": "hog", "coding": "lcc", "codebook_size": 16, "kappa": 3,
+     "pyramid": [[1, 1], [2, 2]], "pooling": "max"},
+    {"name": "hoglbp_svc", "descriptor": "hog+lbp", "coding": "svc", "codebook_size": 4, "pca_dim": 8, "s": 1.0,
+     "pyramid": [[1, 1]]},
+]
+
+
+def _experiment(root, store, report):
+    return parse_experiment({
+        "name": "e2e",
+        "dataset": {"root": str(root), "train_per_class": 7, "val_per_class": 2, "test_per_class": 3},
+        "images": {"max_side": 96, "patch_sizes": [16, 24], "step": 8},
+        "codebook": {"sample_images": 20, "descriptors_per_image": 40},
+        "feature_sets": SETS,
+        "store": {"url": str(store), "chunk_rows": 8},
+        "train": {"epochs": 4, "lam": 0.001, "mode": "exact"},
+        "report": str(report),
+        "seed": 1,
+    })
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, image_folder, session_client):
+    base = tmp_path_factory.mktemp("e2e")
+    exp = _experiment(image_folder, base / "store.zarr", base / "report")
+    result = run_pipeline(exp, progress=False, client=session_client)
+    return exp, result
+
+
+def test_run_pipeline_beats_chance_and_writes_report(trained):
+    exp, result = trained
+    m = result.metrics
+    assert set(m) == {"sets", "fused", "n_train", "n_test", "n_failed"}
+    assert m["n_test"] == 4 * 3 and m["n_failed"] == 0
+    assert m["fused"]["top1"] >= 0.75  # 4 texture classes: chance is 0.25
+    assert set(m["fused"]["weights"]) == {"hog_lcc", "hoglbp_svc"}
+    rep = Path(exp.report)
+    assert json.loads((rep / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    for f in FIGURES.values():
+        with Image.open(rep / f) as im:
+            im.verify()
+    assert (rep / "index.html").is_file() and (rep / "README.md").is_file()
+    assert set(result.seconds) == {"extract", "train", "evaluate"}
+    # the report shows the recorded stage timings
+    assert "train" in (rep / "README.md").read_text()
+
+
+def test_rerun_resumes_without_work(trained, client):
+    exp, first = trained
+    again = run_pipeline(exp, progress=False, client=client)
+    assert again.extract.images_done == 0
+    assert not again.train.epochs_run
+    assert again.metrics == first.metrics
+
+
+def test_predict_known_training_images(trained, image_folder):
+    exp, _ = trained
+    import zarr
+
+    g = zarr.open_group(exp.store.url, mode="r")
+    split = g["split"][...]
+    paths = [str(p).removeprefix("file://") for p in g["paths"][...]]
+    names = g.attrs["class_names"]
+    labels = g["labels"][...]
+    train_rows = [i for i in range(len(paths)) if split[i] == 0][:6]
+    preds = predict_images(exp.store.url, [paths[i] for i in train_rows])
+    got = [p.classes[0][0] for p in preds]
+    want = [names[labels[i]] for i in train_rows]
+    assert sum(a == b for a, b in zip(got, want)) >= 5
+    assert all(len(p.classes) == 4 for p in preds)  # 4 classes < top 5
+    assert all(p.classes[0][1] >= p.classes[1][1] for p in preds)
+
+
+def test_predict_command_bad_image_and_folder(trained, image_folder, tmp_path, capsys):
+    exp, _ = trained
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    good = sorted((image_folder / "rings").iterdir())[0]
+    rc = cli.main(["predict", exp.store.url, str(bad), str(good), str(tmp_path / "missing.png")])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    err_lines = [line for line in err.splitlines() if line.startswith("lsic: error:")]
+    assert len(err_lines) == 2 and "broken.jpg" in err_lines[0] and "missing.png" in err_lines[1]
+    assert f"{good}:" in out
+    assert re.search(r"^\s+1\. rings\s", out, re.M)
+    # a folder expands to its images
+    rc = cli.main(["predict", exp.store.url, str(image_folder / "checks"), "--top", "2"])
+    out, _ = capsys.readouterr()
+    assert rc == 0 and out.count("  1. ") == 10 and "  3. " not in out
+
+
+def test_report_command(trained, tmp_path, capsys):
+    exp, _ = trained
+    rc = cli.main(["report", exp.store.url, "--out", str(tmp_path / "rep")])
+    assert rc == 0
+    assert (tmp_path / "rep" / "index.html").is_file()
+    with Image.open(tmp_path / "rep" / FIGURES["fig5"]) as im:
+        im.verify()
+
+
+def test_predict_unevaluated_store_is_one_line_error(tmp_path, capsys):
+    rc = cli.main(["predict", str(tmp_path / "nothing.zarr"), "x.jpg"])
+    _, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and "lsic: error:" in err
+
+
+@pytest.mark.slow
+def test_demo(tmp_path, capsys):
+    rc = cli.main(["demo", "--dir", str(tmp_path / "demo"), "--no-progress"])
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    m = json.loads((tmp_path / "demo" / "report" / "metrics.json").read_text())
+    chance = 1 / 8
+    assert m["fused"]["top1"] >= 4 * chance, out
+    assert "vs chance 12.5%" in out and "dashboard" in out and "index.html" in out
+    # the demo store serves predictions: a training image of a known class
+    import zarr
+
+    g = zarr.open_group(str(tmp_path / "demo" / "demo.zarr"), mode="r")
+    rows = [i for i, s in enumerate(g["split"][...]) if s == 0][:8]
+    paths = [str(g["paths"][i]).removeprefix("file://") for i in rows]
+    preds = predict_images(str(tmp_path / "demo" / "demo.zarr"), paths)
+    names = g.attrs["class_names"]
+    hits = sum(p.classes[0][0] == names[g["labels"][i]] for p, i in zip(preds, rows))
+    assert hits >= 6

@@ -1,0 +1,167 @@
+"""Classify new images with a trained, evaluated store (``lsic predict STORE IMAGE...``).
+
+Everything comes from the store: the experiment config (descriptor grid and
+feature sets), the codebooks, the one-vs-all models (``models/<set>/coef``,
+``intercept``: the averaged weights of the last epoch) and the fusion
+(weights and standardisation chosen by the evaluation, paper §5.2). Each image
+goes through the same path as extraction (:func:`lsic.pipeline.image_features`),
+is scored by every set's SVMs, and the fused scores rank the classes.
+
+An image that cannot be read or decoded gets an error record (one line) and
+the others are still classified. Runs in the calling process: a handful of
+images needs no cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+
+from lsic.pipeline import LsicError, ScoreFusion, StoreError, image_features
+
+from . import _store
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+@dataclass
+class Prediction:
+    """The top classes of one image, or why it could not be classified.
+
+    Attributes
+    ----------
+    image : str
+    classes : list of (class name, fused score), best first
+    error : str or None
+    """
+
+    image: str
+    classes: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def lines(self) -> list[str]:
+        if not self.ok:
+            return [f"{self.image}: error: {self.error}"]
+        out = [f"{self.image}:"]
+        out += [f"  {i + 1}. {name:<30s} {score:+.3f}" for i, (name, score) in enumerate(self.classes)]
+        return out
+
+
+def experiment_from_store(g: Any) -> Any:
+    """The :class:`~lsic.workflows.config.Experiment` a store was made with (from its attrs)."""
+    from .config import parse_experiment
+
+    cfg = dict(g.attrs.get("config") or {})
+    if not cfg:
+        raise StoreError("the store records no config; it was not made by `lsic extract`")
+    cfg.pop("source", None)
+    return parse_experiment(cfg, source="store config")
+
+
+class Predictor:
+    """Loaded codebooks, models and fusion of a store; call :meth:`predict` on image bytes.
+
+    Parameters
+    ----------
+    url : str
+        The store (any fsspec URL).
+    storage_options : mapping, optional
+    """
+
+    def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
+        from .evaluate import load_fusion
+
+        g = _store.open_store(url, "r", storage_options)
+        self.url = url
+        self.exp = experiment_from_store(g)
+        self.class_names = list(g.attrs["class_names"])
+        self.fusion: ScoreFusion = load_fusion(g)
+        self.sets = [self.exp.feature_set(n) for n in self.fusion.names]
+        self.codebooks = {fs.name: _store.read_codebook(g, fs) for fs in self.sets}
+        self.coef: dict[str, np.ndarray] = {}
+        self.intercept: dict[str, np.ndarray] = {}
+        for fs in self.sets:
+            path = f"models/{fs.name}"
+            if path not in g or "coef" not in g[path] or "intercept" not in g[path]:
+                raise StoreError(f"store {url!r} has no trained models of feature set {fs.name!r}; run `lsic train`")
+            self.coef[fs.name] = np.asarray(g[f"{path}/coef"][...], np.float32)
+            self.intercept[fs.name] = np.asarray(g[f"{path}/intercept"][...], np.float32)
+
+    def scores(self, data: bytes, *, name: str | None = None) -> np.ndarray:
+        """Fused class scores of one encoded image: (n_classes,) float32.
+
+        Raises
+        ------
+        ImageError
+            The image cannot be decoded.
+        """
+        feats = image_features(data, self.sets, self.codebooks, self.exp.images, name=name)
+        per_set = {
+            n: (feats[n][None, :] @ self.coef[n].T + self.intercept[n][None, :]).astype(np.float32)
+            for n in self.fusion.names
+        }
+        return self.fusion.transform(per_set)[0]
+
+    def predict(self, data: bytes, *, name: str = "image", top: int = 5) -> Prediction:
+        """Top-``top`` classes with fused scores (an error record instead of raising on a bad image)."""
+        try:
+            s = self.scores(data, name=name)
+        except LsicError as exc:
+            return Prediction(name, error=str(exc))
+        order = np.argsort(-s, kind="stable")[:top]
+        return Prediction(name, [(self.class_names[i], float(s[i])) for i in order])
+
+
+def expand_inputs(items: Iterable[str]) -> list[str]:
+    """Image paths/URLs; a folder expands to the image files under it (sorted)."""
+    out: list[str] = []
+    for item in items:
+        try:
+            fs, path = fsspec.core.url_to_fs(item)
+            is_dir = fs.isdir(path)
+        except Exception:  # an unknown protocol etc.: let reading report it per image
+            is_dir = False
+        if is_dir:
+            found = sorted(p for p in fs.find(path) if p.lower().endswith(IMAGE_EXTENSIONS)
+                           and not posixpath.basename(p).startswith("."))
+            out.extend(item.rstrip("/") + p[len(path.rstrip("/")):] if "://" in item else p for p in found)
+        else:
+            out.append(item)
+    return out
+
+
+def predict_images(
+    url: str,
+    images: Sequence[str],
+    *,
+    top: int = 5,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[Prediction]:
+    """Classify images (paths, URLs or folders) with the store at ``url``.
+
+    Returns one :class:`Prediction` per image, in input order; unreadable or
+    undecodable images carry an ``error`` instead of classes.
+    """
+    predictor = Predictor(url, storage_options=storage_options)
+    out = []
+    for item in expand_inputs(images):
+        try:
+            with fsspec.open(item, "rb") as fh:
+                data = fh.read()
+        except (OSError, ValueError, ImportError) as exc:
+            out.append(Prediction(item, error=f"cannot read ({exc.__class__.__name__}: {exc}); check the path or URL"))
+            continue
+        out.append(predictor.predict(data, name=item, top=top))
+    return out
