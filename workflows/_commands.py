@@ -28,7 +28,8 @@ def _load(args: argparse.Namespace) -> Any:
     exp = load_experiment(args.config, data=getattr(args, "data", None), store=getattr(args, "store", None))
     from lsic.cluster import cluster_options
 
-    overrides = cluster_options(args)
+    # flags not given are None and leave the config's cluster section alone
+    overrides = {k: v for k, v in cluster_options(args).items() if v is not None}
     if overrides:
         exp = exp.replace(cluster={**exp.cluster, **overrides})
     return exp
@@ -160,7 +161,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .run import demo_experiment, run_pipeline
 
     t0 = time.perf_counter()
-    exp = demo_experiment(args.dir, **cluster_options(args))
+    exp = demo_experiment(args.dir, **{k: v for k, v in cluster_options(args).items() if v is not None})
     from . import _store
 
     stale = _store.store_exists(exp.store.url) and (

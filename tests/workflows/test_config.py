@@ -95,3 +95,20 @@ def test_broken_yaml(tmp_path):
     cfg.write_text("dataset: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_experiment(cfg)
+
+
+def test_cluster_flags_override_config_only_when_given(tmp_path):
+    import argparse
+
+    from lsic.workflows import _commands
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: {root: /x}\nfeature_sets: [{name: a, descriptor: hog, coding: lcc, codebook_size: 4, kappa: 2}]\n"
+                   "cluster: {kind: slurm, queue: long}\n")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    _commands.register(sub)
+    exp = _commands._load(parser.parse_args(["extract", str(cfg)]))
+    assert exp.cluster == {"kind": "slurm", "queue": "long"}
+    exp = _commands._load(parser.parse_args(["extract", str(cfg), "--scheduler", "tcp://h:1", "--workers", "3"]))
+    assert exp.cluster == {"kind": "address", "queue": "long", "scheduler": "tcp://h:1", "workers": 3}
