@@ -8,7 +8,7 @@ import numpy as np
 
 from ._codebook import Codebook
 from ._coding import lcc_encode, nearest_codewords
-from ._errors import ConfigError
+from ._errors import ConfigError, ImageError
 from ._feature_sets import FeatureSet
 from ._grid import DescriptorGrid, Descriptors
 from ._hog import dense_hog
@@ -75,6 +75,13 @@ def image_descriptors(
     """
     ks = _check_kinds(kinds)
     image = load_image(data, max_side=grid.max_side, max_pixels=grid.max_pixels, name=name)
+    smallest = min(grid.patch_sizes)
+    if min(image.shape) < smallest:
+        # No patch fits: the pooled vector would be all zeros, a row that looks valid but carries nothing.
+        raise ImageError(
+            f"image {name or '<bytes>'} is {image.shape[1]}x{image.shape[0]} px after shrinking, smaller than "
+            f"the smallest patch ({smallest} px); it has no descriptors"
+        )
     return _from_parts(ks, image, grid)
 
 

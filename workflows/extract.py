@@ -31,7 +31,6 @@ from lsic.pipeline import (
     Codebook,
     FeatureSet,
     ImageError,
-    LsicError,
     StoreError,
     image_descriptors,
     image_features,
@@ -183,7 +182,7 @@ def extract_chunk(k: int, url: str, so: dict, exp: Experiment) -> dict[str, int]
             continue
         try:
             feats = image_features(data, exp.feature_sets, codebooks, exp.images, name=str(paths[i]))
-        except LsicError as exc:
+        except ImageError as exc:  # a config error, by contrast, fails the run: it would hit every row
             errors[i] = str(exc)
             continue
         for name, vec in feats.items():

@@ -142,3 +142,20 @@ def test_image_features_errors(fitted):
         image_features(b"\xff\xd8\xff garbage", sets, books, grid, name="broken.jpg")
     with pytest.raises(ConfigError, match="lcc_hog"):
         image_features(_photo(0), sets, {}, grid)
+
+
+def test_image_smaller_than_every_patch_is_an_image_error():
+    import io
+
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from lsic.pipeline import DescriptorGrid, ImageError, image_descriptors
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((10, 12), 128, np.uint8)).save(buf, "PNG")
+    with pytest.raises(ImageError, match="smaller than the smallest patch"):
+        image_descriptors(buf.getvalue(), ["hog"], DescriptorGrid(patch_sizes=(16, 24)), name="tiny.png")
+    # one fitting patch size is enough
+    assert len(image_descriptors(buf.getvalue(), ["hog"], DescriptorGrid(patch_sizes=(8,), step=4))["hog"].values) > 0
