@@ -1,0 +1,290 @@
+"""Training workflow (paper §4.2): actors, chunk loads, checkpoints, faults, scores.
+
+The store is synthetic and written here with plain zarr following the layout
+of ``workflows/_store.py`` (features from Gaussian class means, so the classes
+are learnable), so these tests do not depend on extraction. References: an
+in-process ``OneVsAllASGD`` trained on the same chunk order (written out in the
+test), the 1-actor run, and ``X @ coef.T + intercept`` computed here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tracemalloc
+import uuid
+
+import numpy as np
+import pytest
+import zarr
+
+from lsic.pipeline import OneVsAllASGD, StoreError
+from lsic.workflows import _models
+from lsic.workflows._trainer import ClassBlockTrainer
+from lsic.workflows.config import parse_experiment
+from lsic.workflows.train import plan_train, run_train
+
+SEED = 7
+SETS = ("a", "b")
+
+
+def make_store(url: str, *, n_classes: int = 6, n_train: int = 300, n_val: int = 60, n_test: int = 60,
+               dims=(16, 24), chunk_rows: int = 32, seed: int = 0, invalid: int = 9) -> dict:
+    """A store with the extraction layout: rows train, val, test; a few invalid rows (zero features)."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_val + n_test
+    labels = rng.integers(0, n_classes, n).astype(np.int32)
+    split = np.repeat(np.array([0, 1, 2], np.int8), [n_train, n_val, n_test])
+    valid = np.ones(n, bool)
+    valid[rng.choice(n, invalid, replace=False)] = False
+    g = zarr.open_group(url, mode="w")
+    X = {}
+    for name, d in zip(SETS, dims):
+        means = rng.normal(0, 1.0, (n_classes, d)).astype(np.float32)
+        x = (means[labels] + rng.normal(0, 1.5, (n, d))).astype(np.float32)
+        x[~valid] = 0.0
+        arr = g.create_array(f"features/{name}/X", shape=(n, d), chunks=(chunk_rows, d), dtype="float32")
+        arr[...] = x
+        X[name] = x
+    for key, value in (("labels", labels), ("split", split), ("valid", valid)):
+        g.create_array(key, shape=(n,), chunks=(chunk_rows,), dtype=value.dtype)[...] = value
+    g.attrs.update({"class_names": [f"c{i}" for i in range(n_classes)], "chunk_rows": chunk_rows,
+                    "n_images": n, "split_names": ["train", "val", "test"], "complete_extract": True,
+                    "run_id": uuid.uuid4().hex, "fingerprint": "synthetic", "seed": 0})
+    return {"X": X, "labels": labels, "split": split, "valid": valid, "chunk_rows": chunk_rows, "n": n,
+            "n_classes": n_classes}
+
+
+def experiment(url: str, **train):
+    sets = [{"name": s, "descriptor": "hog", "coding": "lcc", "codebook_size": 4, "kappa": 2} for s in SETS]
+    t = {"epochs": 2, "lam": 1e-3, "eta0": 0.05, "mode": "exact", "validate_each_epoch": True}
+    t.update(train)
+    return parse_experiment({"dataset": {"root": "unused"}, "feature_sets": sets,
+                             "store": {"url": url}, "train": t, "seed": SEED})
+
+
+def reference(data: dict, name: str, epochs: int, classes, **params) -> OneVsAllASGD:
+    """In-process ASGD over the same chunks: every epoch a permutation seeded by (seed, epoch)."""
+    cr, n = data["chunk_rows"], data["n"]
+    use = (data["split"] == 0) & data["valid"]
+    chunks = [k for k in range((n + cr - 1) // cr) if use[k * cr:(k + 1) * cr].any()]
+    d = data["X"][name].shape[1]
+    model = OneVsAllASGD(d, np.asarray(classes), **params)
+    for e in range(1, epochs + 1):
+        for k in np.random.default_rng([SEED, e]).permutation(chunks):
+            rows = np.flatnonzero(use[k * cr:(k + 1) * cr]) + k * cr
+            model.partial_fit(data["X"][name][rows], data["labels"][rows])
+    return model
+
+
+def n_train_chunks(data: dict) -> int:
+    cr = data["chunk_rows"]
+    use = (data["split"] == 0) & data["valid"]
+    return sum(use[i:i + cr].any() for i in range(0, data["n"], cr))
+
+
+@pytest.fixture(scope="module")
+def threads_client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        with Client(cluster, set_as_default=False) as c:
+            yield c
+
+
+def stored(url: str, name: str) -> OneVsAllASGD:
+    return _models.load_models(url, name)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_plan_is_pure_and_lists_chunks(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    data = make_store(url)
+    exp = experiment(url, epochs=3)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    plan = plan_train(exp, zarr.open_group(url, mode="r"))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert len(plan.chunks["train"]) == n_train_chunks(data)
+    assert plan.start_epoch == 0 and list(plan.todo_epochs) == [1, 2, 3]
+    assert set(plan.missing_scores) == {(s, sp) for s in SETS for sp in ("val", "test")}
+    assert plan.bounds["val"] == (300, 360)
+
+
+def test_two_actors_equal_one_actor_and_in_process(tmp_path, threads_client):
+    data = None
+    runs = {}
+    for actors in (1, 2):
+        url = str(tmp_path / f"s{actors}.zarr")
+        data = make_store(url)
+        exp = experiment(url, actors=actors, epochs=2)
+        summary = run_train(exp, client=threads_client, progress=False)
+        # each training chunk loaded once per actor per epoch, exactly
+        assert summary.n_actors == actors
+        assert summary.chunk_loads["train"] == 2 * actors * n_train_chunks(data)
+        assert summary.bytes_read > 0
+        runs[actors] = {s: stored(url, s) for s in SETS}
+    for s in SETS:
+        ref = reference(data, s, 2, np.arange(data["n_classes"]), lam=1e-3, eta0=0.05, mode="exact")
+        for actors in (1, 2):
+            m = runs[actors][s]
+            assert m.coef_.dtype == np.float32
+            np.testing.assert_array_equal(m.coef_, ref.coef_)
+            np.testing.assert_array_equal(m.intercept_, ref.intercept_)
+            np.testing.assert_array_equal(m.t, ref.t)
+
+
+def test_block_mode_auto_eta0_matches_in_process(tmp_path, threads_client):
+    url = str(tmp_path / "s.zarr")
+    data = make_store(url)
+    exp = experiment(url, actors=2, epochs=2, mode="block", eta0=None)
+    run_train(exp, client=threads_client, progress=False)
+    for s in SETS:
+        ref = reference(data, s, 2, np.arange(data["n_classes"]), lam=1e-3, eta0=None, mode="block")
+        m = stored(url, s)
+        np.testing.assert_allclose(m.eta0, ref.eta0, rtol=0)
+        np.testing.assert_allclose(m.coef_, ref.coef_, rtol=1e-4, atol=1e-5)
+
+
+def test_scores_reduce_and_validation_history(tmp_path, threads_client):
+    url = str(tmp_path / "s.zarr")
+    data = make_store(url, n_classes=7)
+    exp = experiment(url, actors=2, epochs=2, compare_sgd=True)
+    summary = run_train(exp, client=threads_client, progress=False)
+    g = zarr.open_group(url, mode="r")
+    for s in SETS:
+        m = stored(url, s)
+        coef = np.asarray(g[f"models/{s}/coef"][...])
+        np.testing.assert_array_equal(coef, m.coef_)
+        for code, split in ((1, "val"), (2, "test")):
+            rows = np.flatnonzero((data["split"] == code) & data["valid"])
+            np.testing.assert_array_equal(g[f"scores/{s}/{split}_rows"][...], rows)
+            S = np.asarray(g[f"scores/{s}/{split}"][...])
+            assert S.dtype == np.float32 and S.shape == (rows.size, 7)
+            expect = data["X"][s][rows] @ m.coef_.T + m.intercept_
+            np.testing.assert_allclose(S, expect, rtol=1e-5, atol=1e-5)
+        hist = g[f"models/{s}"].attrs["history"]
+        assert [h["epoch"] for h in hist] == [1, 2]
+        # validation accuracy recorded per epoch for ASGD and plain SGD, reduced over both actors
+        val = np.flatnonzero((data["split"] == 1) & data["valid"])
+        top1 = np.mean(np.argmax(data["X"][s][val] @ m.coef_.T + m.intercept_, 1) == data["labels"][val])
+        assert hist[-1]["val_top1"][s] == pytest.approx(top1)
+        assert top1 > 0.5  # learnable: chance is 1/7
+        assert f"{s}/sgd" in hist[-1]["val_top1"]
+    assert summary.chunk_loads["val"] == 2 * 2 * 3 + 2 * 3  # (2 epochs + scoring) x 2 actors x 3 val chunks
+    # plain SGD checkpoints are kept beside the averaged ones
+    sgd = _models.load_models(url, SETS[0], variant="sgd")
+    assert sgd.average is False
+
+
+def test_resume_after_partial_run_equals_straight_run(tmp_path, threads_client):
+    url1, url2 = str(tmp_path / "r1.zarr"), str(tmp_path / "r2.zarr")
+    make_store(url1)
+    make_store(url2)
+    run_train(experiment(url1, actors=2, epochs=3), client=threads_client, progress=False)
+    first = run_train(experiment(url2, actors=2, epochs=1), client=threads_client, progress=False)
+    assert first.epochs_run == (1,)
+    # a rerun with more epochs trains only the missing ones, on another actor count
+    again = run_train(experiment(url2, actors=1, epochs=3), client=threads_client, progress=False)
+    assert again.epochs_run == (2, 3)
+    for s in SETS:
+        np.testing.assert_array_equal(stored(url1, s).coef_, stored(url2, s).coef_)
+    done = run_train(experiment(url2, actors=1, epochs=3), client=threads_client, progress=False)
+    assert done.epochs_run == () and done.n_actors == 0
+    # only the newest checkpoint is kept
+    assert _models.complete_epochs(zarr.open_group(url2, mode="r"), SETS[0]) == [3]
+
+
+def test_changed_settings_need_restart(tmp_path, threads_client):
+    url = str(tmp_path / "s.zarr")
+    make_store(url)
+    run_train(experiment(url, actors=1, epochs=1), client=threads_client, progress=False)
+    with pytest.raises(StoreError, match="--restart"):
+        run_train(experiment(url, actors=1, epochs=2, lam=1e-2), client=threads_client, progress=False)
+    s = run_train(experiment(url, actors=1, epochs=1, lam=1e-2), client=threads_client, progress=False,
+                  restart=True)
+    assert s.epochs_run == (1,)
+
+
+def test_lost_worker_is_replaced_and_models_match(tmp_path):
+    """Close the (thread) worker holding an actor between epochs: a replacement restores the checkpoint."""
+    from distributed import Client, LocalCluster
+
+    url = str(tmp_path / "l.zarr")
+    data = make_store(url)
+    with LocalCluster(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        with Client(cluster, set_as_default=False) as client:
+            def close_one(rec):
+                if rec.epoch == 1:
+                    cluster.sync(cluster.workers[0].close)
+
+            summary = run_train(experiment(url, actors=2, epochs=3), client=client, progress=False,
+                                on_epoch=close_one)
+            assert len(client.scheduler_info()["workers"]) == 1
+    assert summary.restarts == 1 and summary.history[1].restarts == 1
+    # both actors ended on the surviving worker
+    assert len({a["address"] for a in summary.actors}) == 1
+    for s in SETS:
+        ref = reference(data, s, 3, np.arange(data["n_classes"]), lam=1e-3, eta0=0.05, mode="exact")
+        np.testing.assert_array_equal(stored(url, s).coef_, ref.coef_)
+    assert summary.chunk_loads["train"] == 3 * 2 * n_train_chunks(data)
+
+
+@pytest.mark.slow
+def test_killed_worker_process_is_replaced_and_models_match(tmp_path):
+    """Kill the process holding an actor between epochs: a new actor restores the checkpoint."""
+    from distributed import Client, LocalCluster
+
+    url = str(tmp_path / "k.zarr")
+    data = make_store(url)
+    killed = []
+    with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        with Client(cluster, set_as_default=False) as client:
+            def kill_one(rec):
+                if rec.epoch == 1:
+                    pids = client.run(os.getpid)
+                    addr = sorted(pids)[0]
+                    os.kill(pids[addr], signal.SIGKILL)
+                    killed.append(addr)
+
+            summary = run_train(experiment(url, actors=2, epochs=3), client=client, progress=False,
+                                on_epoch=kill_one)
+    assert killed and summary.restarts >= 1
+    assert summary.history[1].restarts >= 1
+    for s in SETS:
+        ref = reference(data, s, 3, np.arange(data["n_classes"]), lam=1e-3, eta0=0.05, mode="exact")
+        np.testing.assert_array_equal(stored(url, s).coef_, ref.coef_)
+    # the replacement re-read the chunks of the epoch it redid; the others loaded each chunk once
+    assert summary.chunk_loads["train"] >= 3 * 2 * n_train_chunks(data)
+
+
+def _peak_epoch_memory(tmp_path, n_chunks: int) -> tuple[int, int, int]:
+    url = str(tmp_path / f"m{n_chunks}.zarr")
+    cr, d = 256, 512
+    make_store(url, n_classes=4, n_train=n_chunks * cr, n_val=0, n_test=0, dims=(d, 8), chunk_rows=cr, invalid=0)
+    trainer = ClassBlockTrainer(url, {}, ["a"], 0, 4, {"lam": 1e-3, "eta0": 0.05, "mode": "block"}, n_threads=1)
+    template = OneVsAllASGD(d, [0], lam=1e-3, eta0=0.05, mode="block")
+    _models.create_epoch(zarr.open_group(url, mode="r+"), "a", "asgd", 1, template, 4)
+    trainer.restore(0)
+    order = list(range(n_chunks))
+    trainer.train_epoch(1, order[:2])  # warm up numba and zarr codecs
+    trainer.restore(0)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        trainer.train_epoch(1, order)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return peak, trainer.peak_chunk_bytes, cr * d * 4
+
+
+def test_memory_bounded_by_models_and_two_chunks(tmp_path):
+    small, held_small, chunk = _peak_epoch_memory(tmp_path, 3)
+    large, held_large, _ = _peak_epoch_memory(tmp_path, 24)  # 8x the rows
+    assert held_small <= 2 * chunk and held_large <= 2 * chunk
+    # measured: the peak does not grow with the number of chunks (24 chunks = 12 MiB of features)
+    assert large - small < chunk
+    assert large < 4 * chunk

@@ -1,0 +1,236 @@
+"""The training actor: one per machine, the models of a block of classes, one chunk in memory (paper §4.2).
+
+:class:`ClassBlockTrainer` is a plain class; ``workflows/train.py`` creates it
+as a ``distributed`` actor pinned to one worker (``workers=[address]``) and
+owns its lifecycle (DESIGN convention 10). Every epoch it walks the training
+row chunks in the order it is given, loads each chunk once for all its
+classes and all its feature sets, prefetches the next chunk in a thread while
+the ASGD kernel (eqs. 4-9) runs on the current one, then checkpoints its
+models to the store and optionally scores the validation chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from lsic.pipeline import OneVsAllASGD
+
+from . import _models
+
+log = logging.getLogger(__name__)
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+TOP_K = 5
+
+
+class ClassBlockTrainer:
+    """One-vs-all ASGD models of classes ``lo .. hi - 1`` for several feature sets, fed chunk by chunk.
+
+    Parameters
+    ----------
+    url, storage_options
+        The Zarr store (any fsspec URL).
+    sets : sequence of str
+        Feature set names (``features/<set>/X`` arrays).
+    lo, hi : int
+        The class block this actor owns.
+    params : mapping
+        ``OneVsAllASGD`` settings shared by all classes: lam, eta0, c, average,
+        fit_intercept, mode.
+    n_threads : int or None
+        Threads of the ASGD kernel (the cores of the machine).
+    compare_sgd : bool
+        Also train plain SGD (eq. 5, no averaging) models on the same chunks.
+
+    Notes
+    -----
+    Memory: the models, the chunk being trained and the one being prefetched
+    (``chunk_rows`` rows of every set), never more, whatever the number of rows.
+    Counters (``stats()``): chunk loads per purpose and bytes read from the store.
+    """
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None, sets: Sequence[str], lo: int, hi: int,
+                 params: Mapping[str, Any], *, n_threads: int | None = None, compare_sgd: bool = False) -> None:
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self.sets = list(sets)
+        self.lo, self.hi = int(lo), int(hi)
+        self.params = dict(params)
+        self.n_threads = n_threads
+        self.compare_sgd = bool(compare_sgd)
+        self._counter = _models.ReadCounter()
+        self._g = _models.open_group(url, "r+", self.storage_options, counter=self._counter)
+        self.n_rows = int(self._g.attrs["n_images"])
+        self.chunk_rows = int(self._g.attrs["chunk_rows"])
+        self.n_features = {s: int(self._g[f"features/{s}/X"].shape[1]) for s in self.sets}
+        self.models: dict[tuple[str, str], OneVsAllASGD] = {}
+        self.epoch = 0
+        self.loads = {"train": 0, "val": 0, "test": 0}
+        self._held = 0
+        self.peak_chunk_bytes = 0
+        self._lock = threading.Lock()
+        self.host = os.uname().nodename
+
+    # ------------------------------------------------------------------ models
+    def _variants(self) -> list[str]:
+        return ["asgd", "sgd"] if self.compare_sgd else ["asgd"]
+
+    def _new(self, name: str, variant: str) -> OneVsAllASGD:
+        p = dict(self.params)
+        if variant == "sgd":
+            p["average"] = False
+        return OneVsAllASGD(self.n_features[name], np.arange(self.lo, self.hi), n_threads=self.n_threads, **p)
+
+    def restore(self, epoch: int) -> int:
+        """Start from the checkpoint of ``epoch`` (0: fresh models). Returns the model bytes held."""
+        self.models = {}
+        for name in self.sets:
+            for variant in self._variants():
+                if epoch == 0:
+                    m = self._new(name, variant)
+                else:
+                    m = _models.read_block(self._g, name, variant, epoch, self.lo, self.hi, self.n_threads)
+                self.models[(name, variant)] = m
+        self.epoch = int(epoch)
+        return self.model_bytes()
+
+    def model_bytes(self) -> int:
+        return int(sum(sum(np.asarray(v).nbytes for v in m.state_dict().values()) for m in self.models.values()))
+
+    # ------------------------------------------------------------------ chunks
+    def _load(self, k: int, purpose: str) -> dict[str, Any]:
+        """Rows of chunk ``k`` usable for ``purpose`` (valid, of that split) in every set."""
+        a, b = _models.chunk_bounds(k, self.chunk_rows, self.n_rows)
+        split = np.asarray(self._g["split"][a:b])
+        valid = np.asarray(self._g["valid"][a:b], bool)
+        keep = np.flatnonzero((split == SPLIT_CODES[purpose]) & valid)
+        out: dict[str, Any] = {"k": k, "rows": a + keep, "y": np.asarray(self._g["labels"][a:b])[keep]}
+        nbytes = 0
+        for name in self.sets:
+            X = np.asarray(self._g[f"features/{name}/X"][a:b])
+            if keep.size != X.shape[0]:
+                X = np.ascontiguousarray(X[keep])
+            out[name] = X
+            nbytes += X.nbytes
+        out["nbytes"] = nbytes
+        with self._lock:
+            self.loads[purpose] += 1
+            self._held += nbytes
+            self.peak_chunk_bytes = max(self.peak_chunk_bytes, self._held)
+        return out
+
+    def _release(self, chunk: dict[str, Any]) -> None:
+        with self._lock:
+            self._held -= chunk["nbytes"]
+        chunk.clear()
+
+    def _chunks(self, order: Sequence[int], purpose: str) -> Iterator[dict[str, Any]]:
+        """Chunks in ``order``, the next one read in a thread while the caller uses the current one.
+
+        The caller must be done with a chunk when it asks for the next: at most
+        two chunks are alive, the current one and the prefetched one.
+        """
+        if not order:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="lsic-prefetch") as pool:
+            nxt = pool.submit(self._load, order[0], purpose)
+            for i in range(len(order)):
+                cur = nxt.result()
+                nxt = pool.submit(self._load, order[i + 1], purpose) if i + 1 < len(order) else None
+                try:
+                    yield cur
+                finally:
+                    self._release(cur)
+
+    # ------------------------------------------------------------------ epochs
+    def train_epoch(self, epoch: int, order: Sequence[int], val_chunks: Sequence[int] = ()) -> dict[str, Any]:
+        """One epoch over the training chunks ``order``, then checkpoint ``epoch``, then validate.
+
+        The models must be at epoch ``epoch - 1`` (see :meth:`restore`). Returns
+        the epoch's statistics and, when ``val_chunks`` is given, the top-k scores
+        of this class block on every valid validation row (for the driver's
+        accuracy reduce).
+        """
+        if epoch != self.epoch + 1:
+            raise RuntimeError(f"actor for classes {self.lo}..{self.hi - 1} is at epoch {self.epoch}, asked for {epoch}")
+        t0 = time.perf_counter()
+        rows = 0
+        for chunk in self._chunks(list(order), "train"):
+            y = chunk["y"]
+            if y.size == 0:
+                continue
+            for (name, _variant), model in self.models.items():
+                model.partial_fit(chunk[name], y)
+            rows += int(y.size)
+        t_train = time.perf_counter() - t0
+        for (name, variant), model in self.models.items():
+            _models.write_block(self._g, name, variant, epoch, model, self.lo)
+        self.epoch = epoch
+        out: dict[str, Any] = {"epoch": epoch, "rows": rows, "train_seconds": t_train,
+                               "seconds": time.perf_counter() - t0, "lo": self.lo, "hi": self.hi}
+        if val_chunks:
+            out["val"] = self._topk(list(val_chunks))
+        out["stats"] = self.stats()
+        return out
+
+    def _topk(self, chunks: list[int]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per (set, variant): rows, the top-k class ids and scores of this block over validation chunks."""
+        k = min(TOP_K, self.hi - self.lo)
+        acc: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {key: [] for key in self.models}
+        for chunk in self._chunks(chunks, "val"):
+            if chunk["y"].size == 0:
+                continue
+            for key, model in self.models.items():
+                S = model.decision_function(chunk[key[0]])
+                top = np.argsort(-S, axis=1, kind="stable")[:, :k]
+                acc[key].append((chunk["rows"], (top + self.lo).astype(np.int32), np.take_along_axis(S, top, 1)))
+        return {key: tuple(np.concatenate(p) for p in zip(*parts)) if parts else None for key, parts in acc.items()}
+
+    def score(self, split: str, chunks: Sequence[int], a: int, b: int) -> dict[str, Any]:
+        """Write this block's ``X @ W_bar.T + b_bar`` over the valid rows of ``split`` into its score parts.
+
+        ``[a, b)`` are the split's store rows (contiguous: rows are ordered
+        train, val, test); a part row is the rank of its store row among the
+        split's valid rows, so the parts hold exactly the valid rows in store order.
+        """
+        valid = np.asarray(self._g["valid"][a:b], bool)
+        rank = np.cumsum(valid) - 1
+        n_rows = int(valid.sum())
+        written = 0
+        for chunk in self._chunks(list(chunks), split):
+            if chunk["y"].size == 0:
+                continue
+            at = int(rank[chunk["rows"][0] - a])
+            for name in self.sets:
+                S = self.models[(name, "asgd")].decision_function(chunk[name])
+                _models.write_score_part(self._g, name, split, self.lo, S, at, n_rows, self.chunk_rows)
+            written += int(chunk["y"].size)
+        return {"split": split, "rows": written, "stats": self.stats()}
+
+    def write_final(self) -> None:
+        """Write the averaged weights of this block into ``models/<set>/coef`` and ``intercept``."""
+        for name in self.sets:
+            m = self.models[(name, "asgd")]
+            self._g[f"models/{name}/coef"][self.lo:self.hi] = m.coef_
+            self._g[f"models/{name}/intercept"][self.lo:self.hi] = m.intercept_
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: chunk loads per purpose, bytes read from the store, peak chunk and process memory."""
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_bytes = rss if sys.platform == "darwin" else rss * 1024
+        return {
+            "lo": self.lo, "hi": self.hi, "host": self.host, "pid": os.getpid(),
+            "loads": dict(self.loads), "bytes_read": self._counter.nbytes,
+            "peak_chunk_bytes": self.peak_chunk_bytes, "model_bytes": self.model_bytes(),
+            "peak_rss_bytes": int(rss_bytes),
+        }

@@ -1,0 +1,637 @@
+"""Stage 2, training (paper §4.2): class-parallel ASGD, one actor per machine, one load per chunk per epoch.
+
+With terabytes of features and a thousand classes, reading the data is the
+bottleneck, so the classes are partitioned over the machines and every machine
+loads each chunk of training rows once per epoch for all of its classes:
+
+1. :func:`plan_train` (pure) reads the store's small 1-D arrays and checkpoint
+   marks: the training/validation/test row chunks, the last epoch whose
+   checkpoint is complete, and the score arrays still missing.
+2. One :class:`~lsic.workflows._trainer.ClassBlockTrainer` actor per host
+   (per worker on a one-host cluster) is created with ``workers=[address]``
+   and owns a balanced, contiguous block of classes for every feature set.
+3. The client drives epochs, not rows: one ``train_epoch`` call per actor per
+   epoch with that epoch's chunk order (shuffled with the run's seed, the same
+   on every actor). Each actor streams the chunks (next one prefetched),
+   trains, checkpoints its block under ``models/<set>/asgd/epoch_<e>`` with
+   completion marks written last, and returns its top-5 validation scores; the
+   client reduces them into the epoch's validation accuracy (Fig. 3).
+4. After the last epoch each actor scores its classes on the validation and
+   test chunks into a class-block part; one task per row range reduces the parts
+   into ``scores/<set>/<split>`` (n_rows, n_classes) float32 for fusion (§5.2).
+
+Actors have no resilience in ``distributed``: the driver watches the workers
+holding them and, when one is lost, starts a replacement actor with the same
+classes on a live worker, restores the last checkpoint and re-runs the epoch,
+so the final models equal those of a run without faults. A rerun of the
+command re-plans from the marks and resumes after the last complete epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lsic.pipeline import ClusterError, ConfigError, OneVsAllASGD, StoreError
+
+from . import _models
+from ._trainer import ClassBlockTrainer
+
+if TYPE_CHECKING:
+    from .config import Experiment
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SCORE_SPLITS = ("val", "test")
+MAX_RESTARTS = 3
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What training still has to do on a store (pure: computed from its arrays and marks)."""
+
+    sets: tuple[str, ...]
+    n_rows: int
+    chunk_rows: int
+    n_classes: int
+    n_features: Mapping[str, int]
+    chunks: Mapping[str, tuple[int, ...]]
+    """Row chunks holding valid rows, per split."""
+    bounds: Mapping[str, tuple[int, int]]
+    """Store rows [a, b) of each split (rows are ordered train, val, test)."""
+    epochs: int
+    start_epoch: int
+    """Last epoch complete for every set (0: train from scratch)."""
+    stale: tuple[str, ...]
+    """Sets whose stored models were trained with other settings."""
+    missing_scores: tuple[tuple[str, str], ...]
+
+    @property
+    def todo_epochs(self) -> range:
+        return range(self.start_epoch + 1, self.epochs + 1)
+
+    @property
+    def final_epoch(self) -> int:
+        return max(self.epochs, self.start_epoch)
+
+    @property
+    def complete(self) -> bool:
+        return not self.todo_epochs and not self.missing_scores and not self.stale
+
+
+def train_params(exp: Experiment) -> dict[str, Any]:
+    """``OneVsAllASGD`` settings of the run (eqs. 3-9 parameters)."""
+    t = exp.train
+    return {"lam": float(t.lam), "eta0": None if t.eta0 is None else float(t.eta0), "c": float(t.c),
+            "average": t.average, "fit_intercept": bool(t.fit_intercept), "mode": t.mode}
+
+
+def run_settings(exp: Experiment, group: Any, name: str, n_features: int) -> dict[str, Any]:
+    """Everything that must match for stored checkpoints of set ``name`` to be resumed."""
+    return {
+        **_models.model_settings(n_features, train_params(exp)),
+        "seed": int(exp.seed),
+        "compare_sgd": bool(exp.train.compare_sgd),
+        "store_run": group.attrs.get("run_id", group.attrs.get("fingerprint")),
+    }
+
+
+def epoch_order(chunks: Sequence[int], seed: int, epoch: int) -> list[int]:
+    """The training chunk order of ``epoch``: a permutation seeded by (seed, epoch), same on all actors."""
+    return [int(k) for k in np.random.default_rng([int(seed), int(epoch)]).permutation(np.asarray(chunks, np.int64))]
+
+
+def _select_sets(exp: Experiment, sets: Sequence[str] | None) -> tuple[str, ...]:
+    known = [fs.name for fs in exp.feature_sets]
+    if not sets:
+        return tuple(known)
+    for name in sets:
+        if name not in known:
+            raise ConfigError(f"feature set {name!r} is not in the config; choose from {', '.join(known)}")
+    return tuple(sets)
+
+
+def plan_train(exp: Experiment, group: Any, *, sets: Sequence[str] | None = None,
+               epochs: int | None = None) -> TrainPlan:
+    """List what training of ``sets`` (default: all of the config) still needs on ``group``.
+
+    Reads only the store's attributes, its 1-D ``split``/``valid`` arrays and
+    the checkpoint marks; writes nothing.
+    """
+    names = _select_sets(exp, sets)
+    n_epochs = exp.train.epochs if epochs is None else int(epochs)
+    if n_epochs < 1:
+        raise ConfigError(f"epochs={n_epochs} must be at least 1")
+    n = int(group.attrs["n_images"])
+    chunk_rows = int(group.attrs["chunk_rows"])
+    n_classes = len(group.attrs["class_names"])
+    n_features = {}
+    for name in names:
+        if f"features/{name}/X" not in group:
+            raise StoreError(f"store has no features of set {name!r}; run `lsic extract` with this config first")
+        n_features[name] = int(group[f"features/{name}/X"].shape[1])
+    split = np.asarray(group["split"][...])
+    valid = np.asarray(group["valid"][...], bool)
+    chunks = {s: tuple(_models.split_chunks(split, valid, chunk_rows, code)) for code, s in enumerate(SPLITS)}
+    bounds = {}
+    for code, s in enumerate(SPLITS):
+        rows = np.flatnonzero(split == code)
+        bounds[s] = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+    stale, starts = [], []
+    for name in names:
+        path = f"models/{name}"
+        if path in group and group[path].attrs.get("settings") not in (None, run_settings(exp, group, name, n_features[name])):
+            stale.append(name)
+            continue
+        done = _models.complete_epochs(group, name, "asgd")
+        if exp.train.compare_sgd:
+            done = sorted(set(done) & set(_models.complete_epochs(group, name, "sgd")))
+        starts.append(done[-1] if done else 0)
+    start = min(starts) if starts else 0
+    final = max(n_epochs, start)
+    missing = []
+    for name in names:
+        for s in SCORE_SPLITS:
+            if not chunks[s]:
+                continue
+            path = f"scores/{name}/{s}"
+            attrs = group[path].attrs if path in group else {}
+            if not (attrs.get("complete") and attrs.get("epoch") == final and name not in stale):
+                missing.append((name, s))
+    return TrainPlan(names, n, chunk_rows, n_classes, n_features, chunks, bounds, n_epochs, start,
+                     tuple(stale), tuple(missing))
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass
+class EpochRecord:
+    """One epoch: time, training rows (each seen by every actor), validation accuracy per (set, variant)."""
+
+    epoch: int
+    seconds: float
+    rows: int
+    val_top1: dict[str, float] = field(default_factory=dict)
+    val_top5: dict[str, float] = field(default_factory=dict)
+    restarts: int = 0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("nan")
+
+    def line(self) -> str:
+        acc = " ".join(f"{k} top1 {v:.3f}" for k, v in self.val_top1.items())
+        extra = f", {self.restarts} actor(s) restarted" if self.restarts else ""
+        return (f"epoch {self.epoch}: {self.seconds:.1f} s, {self.rows_per_s:,.0f} rows/s"
+                + (f", val {acc}" if acc else "") + extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "seconds": self.seconds, "rows": self.rows, "val_top1": self.val_top1,
+                "val_top5": self.val_top5, "restarts": self.restarts}
+
+
+@dataclass
+class TrainSummary:
+    """What a run of :func:`run_train` did, with the actors' I/O counters."""
+
+    store: str
+    sets: tuple[str, ...]
+    n_actors: int
+    n_classes: int
+    epochs_run: tuple[int, ...]
+    final_epoch: int
+    train_chunks: int
+    seconds: float
+    history: list[EpochRecord] = field(default_factory=list)
+    chunk_loads: dict[str, int] = field(default_factory=dict)
+    bytes_read: int = 0
+    restarts: int = 0
+    peak_rss_bytes: int = 0
+    peak_chunk_bytes: int = 0
+    model_bytes: int = 0
+    actors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def chunk_loads_per_epoch(self) -> float:
+        """Training chunk loads per epoch, summed over actors (= actors x chunks without faults)."""
+        return self.chunk_loads.get("train", 0) / len(self.epochs_run) if self.epochs_run else 0.0
+
+    def line(self) -> str:
+        loads = ", ".join(f"{k} {v}" for k, v in self.chunk_loads.items())
+        return (
+            f"train: {len(self.sets)} set(s) x {self.n_classes} classes on {self.n_actors} actor(s), "
+            f"epochs {list(self.epochs_run) or 'none'} -> {self.final_epoch}, {self.seconds:.1f} s; "
+            f"{self.train_chunks} training chunks, chunk loads: {loads} "
+            f"({self.chunk_loads_per_epoch:g} training loads/epoch), {self.bytes_read / 2**20:.1f} MiB read; "
+            f"peak actor RSS {self.peak_rss_bytes / 2**20:.0f} MiB; restarts {self.restarts}"
+        )
+
+
+# --------------------------------------------------------------------------- actors
+
+
+@dataclass
+class _Slot:
+    """An actor the driver owns: its class block, where it lives, its last counters."""
+
+    index: int
+    lo: int
+    hi: int
+    address: str = ""
+    worker_dir: str = ""
+    host: str = ""
+    future: Any = None
+    actor: Any = None
+    restarts: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    dead_stats: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _ActorPool:
+    """Creates the actors, calls them once per epoch, replaces the ones whose worker died."""
+
+    def __init__(self, client: Any, exp: Experiment, plan: TrainPlan, n_actors: int | None,
+                 threads: int | None) -> None:
+        self.client = client
+        self.url, self.so = exp.store.url, dict(exp.store.storage_options)
+        self.sets = plan.sets
+        self.params = train_params(exp)
+        self.compare_sgd = bool(exp.train.compare_sgd)
+        self.threads = threads
+        workers = self._workers()
+        if not workers:
+            raise ClusterError("the cluster has no workers; start some or check --scheduler")
+        places = _placement(workers, n_actors, plan.n_classes)
+        blocks = np.array_split(np.arange(plan.n_classes), len(places))
+        self.slots = [_Slot(i, int(b[0]), int(b[-1]) + 1) for i, b in enumerate(blocks)]
+        for slot, addr in zip(self.slots, places):
+            self._start(slot, addr, workers[addr])
+
+    def _workers(self) -> dict[str, dict[str, Any]]:
+        return dict(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def _start(self, slot: _Slot, addr: str, info: Mapping[str, Any]) -> None:
+        threads = self.threads or int(info.get("nthreads", 1))
+        slot.address, slot.worker_dir, slot.host = addr, str(info.get("local_directory", "")), str(info.get("host", ""))
+        slot.future = self.client.submit(
+            ClassBlockTrainer, self.url, self.so, list(self.sets), slot.lo, slot.hi, self.params,
+            n_threads=threads, compare_sgd=self.compare_sgd, actor=True, workers=[addr], pure=False,
+            allow_other_workers=False,
+        )
+        with self.client.as_current():  # the actor proxy binds to this client, default or not
+            slot.actor = slot.future.result()
+        log.debug("actor %d (classes %d..%d) on %s", slot.index, slot.lo, slot.hi - 1, addr)
+
+    def _alive(self, slot: _Slot, workers: Mapping[str, Any]) -> bool:
+        info = workers.get(slot.address)
+        return info is not None and str(info.get("local_directory", "")) == slot.worker_dir
+
+    def _replace(self, slot: _Slot, restore_epoch: int) -> None:
+        """Start a new actor for ``slot``'s classes on a live worker and restore ``restore_epoch``."""
+        slot.restarts += 1
+        if slot.restarts > MAX_RESTARTS:
+            raise ClusterError(
+                f"the actor of classes {slot.lo}..{slot.hi - 1} was lost {slot.restarts} times; "
+                "check the workers' logs (memory limit?) and rerun `lsic train` to resume"
+            )
+        if slot.stats:
+            slot.dead_stats.append(slot.stats)
+            slot.stats = {}
+        try:
+            self.client.cancel([slot.future])
+        except Exception:  # the worker is gone; nothing to release
+            pass
+        deadline = time.monotonic() + 60
+        workers = self._workers()
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = self._workers()
+        if not workers:
+            raise ClusterError("all workers were lost during training; rerun `lsic train` to resume")
+        busy = {s.address for s in self.slots if s is not slot}
+        ranked = sorted(workers, key=lambda a: (a in busy, workers[a].get("host") != slot.host,
+                                                sum(s.address == a for s in self.slots if s is not slot)))
+        log.warning("train: worker %s holding classes %d..%d was lost; restarting the actor on %s from epoch %d",
+                    slot.address, slot.lo, slot.hi - 1, ranked[0], restore_epoch)
+        self._start(slot, ranked[0], workers[ranked[0]])
+        slot.actor.restore(restore_epoch).result()
+
+    def call(self, method: str, args: Callable[[_Slot], tuple], restore_epoch: int) -> list[Any]:
+        """Call ``method`` on every actor (one message each) and wait, replacing lost actors.
+
+        A lost actor is replaced, restored to checkpoint ``restore_epoch`` and
+        called again with the same arguments.
+        """
+        pending = {s.index: self._invoke(s, method, args, restore_epoch) for s in self.slots}
+        results: dict[int, Any] = {}
+        last_check = 0.0
+        while pending:
+            time.sleep(0.02)
+            lost: list[_Slot] = []
+            for i, fut in list(pending.items()):
+                if not fut.done():
+                    continue
+                try:
+                    results[i] = fut.result()
+                    del pending[i]
+                except Exception as exc:
+                    if self._is_loss(self.slots[i], exc):
+                        lost.append(self.slots[i])
+                    else:
+                        raise
+            now = time.monotonic()
+            if not lost and now - last_check > 0.5:
+                last_check = now
+                workers = self._workers()
+                lost = [self.slots[i] for i in pending if not self._alive(self.slots[i], workers)]
+            for slot in lost:
+                self._replace(slot, restore_epoch)
+                pending[slot.index] = self._invoke(slot, method, args, restore_epoch)
+        return [results[s.index] for s in self.slots]
+
+    def _invoke(self, slot: _Slot, method: str, args: Callable[[_Slot], tuple], restore_epoch: int) -> Any:
+        """Send one call; an actor already known lost (the proxy refuses the call) is replaced first."""
+        while True:
+            try:
+                return getattr(slot.actor, method)(*args(slot))
+            except Exception as exc:
+                if not self._is_loss(slot, exc):
+                    raise
+                self._replace(slot, restore_epoch)
+
+    def _is_loss(self, slot: _Slot, exc: BaseException) -> bool:
+        """Did this call fail because the actor's worker went away (not a bug in the call)?"""
+        from distributed.comm.core import CommClosedError
+
+        if isinstance(exc, (OSError, CommClosedError)):
+            return True
+        if isinstance(exc, (RuntimeError, AttributeError)) and "Actor" in f"{exc}{exc.__context__}":
+            return True  # the proxy refuses calls once the scheduler lost the actor's task
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the scheduler may not have noticed yet
+            if not self._alive(slot, self._workers()):
+                return True
+            time.sleep(0.25)
+        return False
+
+    def close(self) -> None:
+        for s in self.slots:
+            try:
+                self.client.cancel([s.future])
+            except Exception:
+                pass
+
+
+def _placement(workers: Mapping[str, Mapping[str, Any]], n_actors: int | None, n_classes: int) -> list[str]:
+    """Worker addresses for the actors: one per host, or one per worker on a single-host cluster.
+
+    On each host the worker with the most threads is chosen. ``n_actors`` (the
+    config's ``train.actors``) overrides the count; actors then go round-robin
+    over the hosts' workers. Never more actors than classes.
+    """
+    addrs = sorted(workers)
+    hosts: dict[str, list[str]] = {}
+    for a in addrs:
+        hosts.setdefault(str(workers[a].get("host", a)), []).append(a)
+    if len(hosts) == 1:
+        per = addrs
+    else:
+        per = [max(v, key=lambda a: (workers[a].get("nthreads", 1), a)) for v in hosts.values()]
+    if n_actors is None:
+        chosen = per
+    else:
+        pool = per + [a for a in addrs if a not in per]
+        chosen = [pool[i % len(pool)] for i in range(n_actors)]
+    return chosen[: max(1, min(len(chosen), n_classes))]
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _reduce_accuracy(blocks: list[Any], labels: Mapping[int, int]) -> tuple[float, float]:
+    """Top-1/top-5 accuracy from the actors' (rows, top-k classes, top-k scores) blocks."""
+    parts = [b for b in blocks if b is not None]
+    if not parts:
+        return float("nan"), float("nan")
+    rows = parts[0][0]
+    cls = np.concatenate([p[1] for p in parts], axis=1)
+    sc = np.concatenate([p[2] for p in parts], axis=1)
+    order = np.argsort(-sc, axis=1, kind="stable")
+    top = np.take_along_axis(cls, order, 1)
+    y = np.array([labels[int(r)] for r in rows])
+    return float(np.mean(top[:, 0] == y)), float(np.mean((top[:, :5] == y[:, None]).any(axis=1)))
+
+
+def run_train(
+    exp: Experiment,
+    *,
+    client: Any = None,
+    sets: Sequence[str] | None = None,
+    epochs: int | None = None,
+    restart: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainSummary:
+    """Train (or resume training) the one-vs-all SVMs of each feature set and score val/test.
+
+    Parameters
+    ----------
+    exp : Experiment
+        ``exp.train`` holds eqs. 3-9 parameters, ``epochs``, ``actors`` and
+        ``threads_per_actor``; ``exp.seed`` seeds the per-epoch chunk order.
+    client : distributed.Client, optional
+        Where to run; by default a client from :func:`lsic.cluster.make_client`
+        with ``stage="train"`` (one worker per host, all cores as threads),
+        closed again at the end.
+    sets : sequence of str, optional
+        Feature sets to train (default: all of the config).
+    epochs : int, optional
+        Total epochs (default ``exp.train.epochs``); a resumed run trains only
+        the epochs after the last complete checkpoint.
+    restart : bool
+        Drop stored models and scores of ``sets`` and train from scratch
+        (needed when the training settings changed).
+    progress : bool
+        Log one line per epoch (epoch, seconds, rows/s, validation accuracy).
+    on_epoch : callable, optional
+        Called with each :class:`EpochRecord` after its checkpoint is complete.
+
+    Returns
+    -------
+    TrainSummary
+
+    Raises
+    ------
+    StoreError
+        No features, or stored models trained with other settings (use ``restart``).
+    ClusterError
+        No workers, or an actor lost more than ``MAX_RESTARTS`` times.
+    """
+    t0 = time.perf_counter()
+    url, so = exp.store.url, dict(exp.store.storage_options)
+    group = _models.open_group(url, "r+", so)
+    if not group.attrs.get("complete_extract", False):
+        raise StoreError(f"store {url!r} is not completely extracted; run `lsic extract` (it resumes) first")
+    names = _select_sets(exp, sets)
+    if restart:
+        for name in names:
+            for path in (f"models/{name}", f"scores/{name}"):
+                if path in group:
+                    del group[path]
+    plan = plan_train(exp, group, sets=names, epochs=epochs)
+    if plan.stale:
+        raise StoreError(
+            f"models of set(s) {', '.join(plan.stale)} in {url!r} were trained with other settings; "
+            "rerun with --restart to train them from scratch"
+        )
+    params = train_params(exp)
+    for name in names:
+        grp = group.require_group(f"models/{name}")
+        if "settings" not in grp.attrs:
+            grp.attrs.update({"settings": run_settings(exp, group, name, plan.n_features[name]),
+                              "n_classes": plan.n_classes, "n_features": plan.n_features[name],
+                              "class_names": list(group.attrs["class_names"]), "history": []})
+    summary = TrainSummary(url, names, 0, plan.n_classes, tuple(plan.todo_epochs), plan.final_epoch,
+                           len(plan.chunks["train"]), 0.0)
+    if plan.complete:
+        log.info("train: %s is complete (epoch %d, scores written); nothing to do", url, plan.final_epoch)
+        summary.seconds = time.perf_counter() - t0
+        return summary
+    if not plan.chunks["train"]:
+        raise StoreError(f"store {url!r} has no valid training rows; check the dataset split and failures.json")
+
+    owns_client = client is None
+    if owns_client:
+        from lsic.cluster import make_client
+
+        client = make_client(**{**exp.cluster, "stage": "train"})
+    pool = None
+    try:
+        pool = _ActorPool(client, exp, plan, exp.train.actors, exp.train.threads_per_actor)
+        summary.n_actors = len(pool.slots)
+        log.info("train: %d actor(s) on %s; classes %s", len(pool.slots),
+                 ", ".join(sorted({s.address for s in pool.slots})),
+                 ", ".join(f"{s.lo}..{s.hi - 1}" for s in pool.slots))
+        pool.call("restore", lambda s: (plan.start_epoch,), plan.start_epoch)
+        validate = exp.train.validate_each_epoch and bool(plan.chunks["val"])
+        labels = {}
+        if validate:
+            a, b = plan.bounds["val"]
+            labels = dict(zip(range(a, b), np.asarray(group["labels"][a:b]).tolist()))
+        variants = ["asgd", "sgd"] if exp.train.compare_sgd else ["asgd"]
+        for e in plan.todo_epochs:
+            te = time.perf_counter()
+            for name in names:
+                template = OneVsAllASGD(plan.n_features[name], [0], **params)
+                for v in variants:
+                    if v == "sgd":
+                        template = OneVsAllASGD(plan.n_features[name], [0], **{**params, "average": False})
+                    _models.create_epoch(group, name, v, e, template, plan.n_classes)
+            order = epoch_order(plan.chunks["train"], exp.seed, e)
+            val = list(plan.chunks["val"]) if validate else []
+            restarts0 = sum(s.restarts for s in pool.slots)
+            results = pool.call("train_epoch", lambda s: (e, order, val), e - 1)
+            for s, r in zip(pool.slots, results):
+                s.stats = r["stats"]
+            rec = EpochRecord(e, time.perf_counter() - te, max(r["rows"] for r in results),
+                              restarts=sum(s.restarts for s in pool.slots) - restarts0)
+            if validate:
+                for name in names:
+                    for v in variants:
+                        key = name if v == "asgd" else f"{name}/sgd"
+                        rec.val_top1[key], rec.val_top5[key] = _reduce_accuracy(
+                            [r["val"][(name, v)] for r in results], labels)
+            for name in names:
+                missing = [v for v in variants if e not in _models.complete_epochs(group, name, v)]
+                if missing:
+                    raise StoreError(f"checkpoint of epoch {e} of set {name!r} is incomplete after the epoch; rerun")
+                grp = group[f"models/{name}"]
+                hist = [h for h in grp.attrs.get("history", []) if h["epoch"] < e]
+                grp.attrs.update({"history": hist + [rec.to_dict()], "epochs_complete": e})
+                for v in variants:  # keep the newest complete checkpoint only
+                    for old in _models.complete_epochs(group, name, v):
+                        if old < e:
+                            _models.drop_epoch(group, name, v, old)
+            summary.history.append(rec)
+            if progress:
+                log.info("train: %s", rec.line())
+            if on_epoch is not None:
+                on_epoch(rec)
+        final = plan.final_epoch
+        for name in names:
+            grp = group[f"models/{name}"]
+            for key, shape in (("coef", (plan.n_classes, plan.n_features[name])), ("intercept", (plan.n_classes,))):
+                grp.create_array(key, shape=shape, chunks=(1, *shape[1:]), dtype="float32",
+                                 compressors=_models.COMPRESSOR, overwrite=True)
+        pool.call("write_final", lambda s: (), final)
+        for name in names:
+            group[f"models/{name}"].attrs["final_epoch"] = final
+        _score(client, pool, group, plan, url, so, final)
+        stats = pool.call("stats", lambda s: (), final)
+        for s, st in zip(pool.slots, stats):
+            s.stats = st
+    finally:
+        if pool is not None:
+            pool.close()
+        if owns_client:
+            client.close()
+    _fill_counters(summary, pool.slots)
+    summary.seconds = time.perf_counter() - t0
+    log.info(summary.line())
+    return summary
+
+
+def _score(client: Any, pool: _ActorPool, group: Any, plan: TrainPlan, url: str, so: dict, final: int) -> None:
+    """Actors write class-block parts; one task per row chunk reduces them into ``scores/<set>/<split>``."""
+    splits = sorted({s for _, s in plan.missing_scores}, key=SCORE_SPLITS.index)
+    for split in splits:
+        a, b = plan.bounds[split]
+        valid = np.asarray(group["valid"][a:b], bool)
+        rows = a + np.flatnonzero(valid)
+        names = [n for n, s in plan.missing_scores if s == split]
+        for name in names:
+            if f"scores/{name}/_parts/{split}" in group:
+                del group[f"scores/{name}/_parts/{split}"]
+        pool.call("score", lambda s: (split, list(plan.chunks[split]), a, b), final)
+        cr = plan.chunk_rows
+        blocks = [(s.lo, s.hi) for s in pool.slots]
+        for name in names:
+            sg = group.require_group(f"scores/{name}")
+            out = sg.create_array(split, shape=(rows.size, plan.n_classes), chunks=(max(min(cr, rows.size), 1), plan.n_classes),
+                                  dtype="float32", compressors=_models.COMPRESSOR, overwrite=True,
+                                  dimension_names=(f"{split}_row", "class"))
+            sg.create_array(f"{split}_rows", shape=(rows.size,), chunks=(max(rows.size, 1),), dtype="int64",
+                            overwrite=True, dimension_names=(f"{split}_row",))[...] = rows
+            starts = list(range(0, rows.size, cr))
+            futs = [client.submit(_models.reduce_score_rows, url, so, name, split, blocks, i, min(i + cr, rows.size),
+                                  pure=False) for i in starts]
+            client.gather(futs)
+            out.attrs.update({"complete": True, "epoch": final, "class_names": list(group.attrs["class_names"])})
+            del group[f"scores/{name}/_parts/{split}"]
+
+
+def _fill_counters(summary: TrainSummary, slots: list[_Slot]) -> None:
+    loads: dict[str, int] = {}
+    for s in slots:
+        for st in [*s.dead_stats, s.stats]:
+            if not st:
+                continue
+            for k, v in st.get("loads", {}).items():
+                loads[k] = loads.get(k, 0) + int(v)
+            summary.bytes_read += int(st.get("bytes_read", 0))
+            summary.peak_rss_bytes = max(summary.peak_rss_bytes, int(st.get("peak_rss_bytes", 0)))
+            summary.peak_chunk_bytes = max(summary.peak_chunk_bytes, int(st.get("peak_chunk_bytes", 0)))
+            summary.model_bytes = max(summary.model_bytes, int(st.get("model_bytes", 0)))
+        summary.actors.append({**s.stats, "address": s.address, "restarts": s.restarts})
+    summary.chunk_loads = loads
+    summary.restarts = sum(s.restarts for s in slots)
