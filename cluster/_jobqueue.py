@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from typing import Any
 
 import dask.config
+import yaml
 from dask.utils import format_bytes, parse_bytes
 
 from lsic.pipeline._errors import ClusterError
@@ -26,9 +28,18 @@ from .config import JOBQUEUE_CLASSES, ClusterSettings
 log = logging.getLogger("lsic.cluster")
 
 
+_MISSING = object()
+
+
 def _cluster_class(kind: str) -> Any:
     import dask_jobqueue
 
+    if dask.config.get(f"jobqueue.{kind}.shared-temp-directory", default=_MISSING) is _MISSING:
+        # dask-jobqueue's defaults were dropped (a dask.config.set block that set
+        # jobqueue.* before dask_jobqueue was first imported removes the whole
+        # tree on exit): load them again, below any user setting
+        with open(os.path.join(os.path.dirname(dask_jobqueue.__file__), "jobqueue.yaml")) as f:
+            dask.config.update_defaults(yaml.safe_load(f))
     return getattr(dask_jobqueue, JOBQUEUE_CLASSES[kind])
 
 
