@@ -9,6 +9,7 @@ from typing import Any
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the subcommands."""
     _add_extract(sub)
+    _add_train(sub)
     _add_run(sub)
     _add_evaluate(sub)
     _add_report(sub)
@@ -51,6 +52,28 @@ def _run_extract(args: argparse.Namespace) -> int:
 
     exp = _load(args)
     summary = run_extract(exp, overwrite=args.overwrite, progress=not args.no_progress)
+    print(summary.line())
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="one-vs-all ASGD SVMs from the store, one actor per machine (resumable)")
+    p.add_argument("config", help="experiment YAML file, or a shipped config name (caltech101, imagenet2010, demo)")
+    p.add_argument("--store", metavar="URL", help="feature store URL replacing the config's (any fsspec URL)")
+    p.add_argument("--sets", metavar="NAMES", help="comma-separated feature sets to train (default: all of the config)")
+    p.add_argument("--epochs", type=int, metavar="N", help="total epochs (default: train.epochs of the config)")
+    p.add_argument("--restart", action="store_true", help="drop stored models and scores of these sets, start over")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch log lines")
+    _cluster_args(p)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .train import run_train
+
+    exp = _load(args)
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else None
+    summary = run_train(exp, sets=sets, epochs=args.epochs, restart=args.restart, progress=not args.no_progress)
     print(summary.line())
     return 0
 

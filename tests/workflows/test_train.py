@@ -288,3 +288,42 @@ def test_memory_bounded_by_models_and_two_chunks(tmp_path):
     # measured: the peak does not grow with the number of chunks (24 chunks = 12 MiB of features)
     assert large - small < chunk
     assert large < 4 * chunk
+
+
+def test_cli_train(tmp_path, threads_client, monkeypatch, capsys, caplog):
+    import logging
+
+    import lsic.cluster
+    from distributed import Client
+
+    from lsic.workflows.cli import main
+
+    url = str(tmp_path / "c.zarr")
+    make_store(url)
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        "dataset: {root: unused}\n"
+        "feature_sets:\n"
+        "  - {name: a, descriptor: hog, coding: lcc, codebook_size: 4, kappa: 2}\n"
+        "  - {name: b, descriptor: hog, coding: lcc, codebook_size: 4, kappa: 2}\n"
+        "store: {url: /nonexistent.zarr}\n"
+        "train: {epochs: 5, lam: 0.001, eta0: 0.05}\n"
+    )
+    asked = {}
+
+    def fake_make_client(kind=None, **kw):
+        asked.update(kw)
+        return Client(threads_client.cluster, set_as_default=False)
+
+    monkeypatch.setattr(lsic.cluster, "make_client", fake_make_client)
+    with caplog.at_level(logging.INFO, logger="lsic"):
+        rc = main(["train", str(cfg), "--store", url, "--sets", "a", "--epochs", "2", "--workers", "2"])
+    assert rc == 0
+    assert asked["stage"] == "train" and asked["workers"] == 2
+    out = capsys.readouterr().out
+    assert "train: 1 set(s) x 6 classes" in out and "training loads/epoch" in out
+    assert any("epoch 2:" in r.getMessage() and "rows/s" in r.getMessage() for r in caplog.records)
+    g = zarr.open_group(url, mode="r")
+    assert "models/a/coef" in g and "models/b" not in g
+    # a user error is one line and exit code 2
+    assert main(["train", str(cfg), "--store", str(tmp_path / "none.zarr")]) == 2
