@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import dask
+import numpy as np
 import pytest
 
 from lsic.cluster import make_client
@@ -160,3 +161,76 @@ def test_job_queued_too_long_is_a_one_line_error(slurm_config):
     while _squeue(name) and time.monotonic() < deadline:  # the pending job was cancelled
         time.sleep(0.5)
     assert _squeue(name) == []
+
+
+# ------------------------------------------------------- workflows through SLURM
+
+
+def _workflow_experiment(root, store_url):
+    from lsic.workflows.config import parse_experiment
+
+    sets = [
+        {"name": "hog_lcc", "descriptor": "hog", "coding": "lcc", "codebook_size": 8, "kappa": 3,
+         "pyramid": [[1, 1], [2, 2]], "pooling": "max"},
+        {"name": "lbp_svc", "descriptor": "lbp", "coding": "svc", "codebook_size": 4, "s": 1.0,
+         "pyramid": [[1, 1]]},
+    ]
+    return parse_experiment(
+        {
+            "dataset": {"root": str(root), "train_per_class": 6, "val_per_class": 1, "test_per_class": 3},
+            "images": {"max_side": 96, "patch_sizes": [16, 24], "step": 8},
+            "codebook": {"sample_images": 12, "descriptors_per_image": 40},
+            "feature_sets": sets,
+            "store": {"url": str(store_url), "chunk_rows": 8},
+            "train": {"epochs": 2, "lam": 1e-3, "eta0": 0.05, "mode": "exact", "actors": 2},
+            "seed": 5,
+        }
+    )
+
+
+def _store_arrays(url) -> dict:
+    import zarr
+
+    g = zarr.open_group(str(url), mode="r")
+    out = {k: g[k][...] for k in ("labels", "split", "valid")}
+    for name in g["features"].group_keys():
+        out[f"X/{name}"] = g[f"features/{name}/X"][...]
+    if "scores" in g:
+        for name in g["scores"].group_keys():
+            for split in g[f"scores/{name}"].array_keys():
+                out[f"scores/{name}/{split}"] = g[f"scores/{name}/{split}"][...]
+    return out
+
+
+def test_extraction_and_training_through_slurm_equal_the_local_run(slurm_config, image_folder):
+    extract = pytest.importorskip("lsic.workflows.extract")
+    train = pytest.importorskip("lsic.workflows.train")
+    if not (hasattr(extract, "run_extract") and hasattr(train, "run_train")):
+        pytest.skip("lsic.workflows.extract.run_extract / train.run_train not available")
+    tmp = slurm_config
+    results = {}
+    for where in ("local", "slurm"):
+        exp = _workflow_experiment(image_folder, tmp / f"{where}.zarr")
+        if where == "local":
+            ext_client = make_client("local", stage="extract", workers=2)
+        else:  # one job, two single-threaded workers
+            ext_client = make_client("slurm", stage="extract", cores=2, memory="2GB", workers=2)
+        with ext_client:
+            extract.run_extract(exp, client=ext_client, progress=False)
+        if where == "local":
+            train_client = make_client("local", stage="train", workers=2, threads_per_worker=1)
+        else:  # two jobs (hosts), one worker with all (here 1) cores each
+            train_client = make_client("slurm", stage="train", cores=1, memory="1GB", workers=2)
+        with train_client:
+            if where == "slurm":
+                jobs = set(train_client.run(lambda: os.environ.get("SLURM_JOB_ID")).values())
+                assert len(jobs) == 2 and None not in jobs
+            train.run_train(exp, client=train_client, progress=False)
+        results[where] = _store_arrays(exp.store.url)
+    local, slurm = results["local"], results["slurm"]
+    assert sorted(local) == sorted(slurm) and any(k.startswith("scores/") for k in local)
+    for key in local:
+        if key.startswith("scores/"):
+            np.testing.assert_allclose(slurm[key], local[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        else:
+            np.testing.assert_array_equal(slurm[key], local[key], err_msg=key)
