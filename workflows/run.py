@@ -54,6 +54,34 @@ def _stage_client(exp: Any, stage: str, say: Callable[[str], None], client: Any 
     return client
 
 
+def _extract_complete(exp: Any) -> bool:
+    """True when the store holds a complete extraction of this config (no cluster needed)."""
+    from . import _store
+
+    so = exp.store.storage_options
+    if not _store.store_exists(exp.store.url, so):
+        return False
+    g = _store.open_store(exp.store.url, "r", so)
+    if g.attrs.get("fingerprint") != exp.extraction_fingerprint() or not g.attrs.get("complete_extract"):
+        return False
+    from .extract import plan_extract
+
+    return plan_extract(exp, g).complete
+
+
+def _train_complete(exp: Any) -> bool:
+    """True when every set's models and scores are complete for this config."""
+    from . import _store
+    from .train import plan_train
+
+    try:
+        g = _store.open_store(exp.store.url, "r", exp.store.storage_options)
+        plan = plan_train(exp, g)
+    except Exception:  # noqa: BLE001 - anything unusual: let run_train decide (and report it)
+        return False
+    return bool(plan.complete and not plan.stale)
+
+
 def run_pipeline(
     exp: Any,
     *,
@@ -90,14 +118,20 @@ def run_pipeline(
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    with _stage_client(exp, "extract", say, client) as c:
-        ex = run_extract(exp, client=c, overwrite=overwrite, progress=progress)
+    if _extract_complete(exp) and not overwrite:
+        ex = run_extract(exp, client=client, progress=progress)  # re-plans, finds nothing to do
+    else:
+        with _stage_client(exp, "extract", say, client) as c:
+            ex = run_extract(exp, client=c, overwrite=overwrite, progress=progress)
     seconds["extract"] = time.perf_counter() - t0
     say(ex.line())
 
     t0 = time.perf_counter()
-    with _stage_client(exp, "train", say, client) as c:
-        tr = run_train(exp, client=c, progress=progress)
+    if _train_complete(exp):
+        tr = run_train(exp, client=client, progress=progress)  # re-plans, finds nothing to do
+    else:
+        with _stage_client(exp, "train", say, client) as c:
+            tr = run_train(exp, client=c, progress=progress)
     seconds["train"] = time.perf_counter() - t0
     say(tr.line())
 

@@ -28,8 +28,8 @@ SETS = [
 ]
 
 
-def _experiment(root, store, report):
-    return parse_experiment({
+def _raw(root, store, report):
+    return {
         "name": "e2e",
         "dataset": {"root": str(root), "train_per_class": 7, "val_per_class": 2, "test_per_class": 3},
         "images": {"max_side": 96, "patch_sizes": [16, 24], "step": 8},
@@ -39,7 +39,11 @@ def _experiment(root, store, report):
         "train": {"epochs": 4, "lam": 0.001, "mode": "exact"},
         "report": str(report),
         "seed": 1,
-    })
+    }
+
+
+def _experiment(root, store, report):
+    return parse_experiment(_raw(root, store, report))
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +78,24 @@ def test_rerun_resumes_without_work(trained, client):
     assert again.extract.images_done == 0
     assert not again.train.epochs_run
     assert again.metrics == first.metrics
+
+
+def test_run_and_evaluate_commands_on_a_complete_store(trained, image_folder, tmp_path, capsys):
+    import yaml
+
+    exp, first = trained
+    cfg = tmp_path / "e2e.yaml"
+    cfg.write_text(yaml.safe_dump(_raw(image_folder, "unused.zarr", "unused-report")))
+    rc = cli.main(["run", str(cfg), "--store", exp.store.url, "--report", str(tmp_path / "rep"), "--no-progress"])
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    assert re.search(r"^fused\s+\d+\.\d", out, re.M) and "chance (top-1): 25.0%" in out
+    assert "dashboard" not in out  # nothing left to compute: no cluster was started
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert m == json.loads(json.dumps(first.metrics))
+    rc = cli.main(["evaluate", str(cfg), "--store", exp.store.url, "--report", str(tmp_path / "rep2")])
+    out, _ = capsys.readouterr()
+    assert rc == 0 and "fused" in out and (tmp_path / "rep2" / "index.html").is_file()
 
 
 def test_predict_known_training_images(trained, image_folder):
