@@ -4,15 +4,16 @@ Layout written by the training workflow (beside the extraction layout of ``_stor
 
     models/<set>/                       attrs: n_classes, n_features, params, history,
                                                epochs_complete (driver, after each epoch)
-    models/<set>/<variant>/epoch_<e>/   one complete ASGD state per class, variant
+    models/<set>/<variant>/epoch_<e>/   the full ASGD state of every class after epoch e; variant
                                         "asgd" (the models) or "sgd" (plain SGD, compare_sgd)
-        V, U   (n_classes, d) float32   eqs. 8-9 state (U absent without averaging)
-        P      (n_classes, 3) float64   scalars of the three-operation transform
-        b, bbar (n_classes,) float64    intercept and its average
-        t      (n_classes,) int64       steps taken (eq. 7)
-        eta0, lam (n_classes,) float64
-        done   (n_classes,) bool        completion marks, written last by each actor
-        attrs: the model's scalar settings (c, average, avg_start, fit_intercept, mode, ...)
+                                        attrs: n_classes
+        c<lo>_<hi>/                     one actor's class block, its own group:
+            V, U   (K, d) float32       eqs. 8-9 state (U is (K, 0) without averaging)
+            P      (K, 3) float64       scalars of the three-operation transform
+            b, bbar (K,) float64        intercept and its average
+            t      (K,) int64           steps taken (eq. 7)
+            eta0, lam (K,) float64      (every per-class array of ``OneVsAllASGD.state_dict()``)
+            attrs: lo, hi, scalar settings, complete (written last)
     models/<set>/coef (n_classes, d) float32, intercept (n_classes,) float32
                                         averaged weights of the last epoch (for evaluate/predict)
     scores/<set>/<split>      (n_rows, n_classes) float32  X @ W_bar.T + b_bar, valid rows of
@@ -20,10 +21,10 @@ Layout written by the training workflow (beside the extraction layout of ``_stor
     scores/<set>/<split>_rows (n_rows,) int64              their row indices in the store
     scores/<set>/_parts/<split>/c<lo>_<hi>               an actor's class block before the reduce
 
-Every per-class array is chunked one class per chunk, so actors owning
-disjoint class ranges write disjoint chunks and never race. An epoch of a
-set is complete when every ``done`` mark is set: resuming is re-planning
-from the marks (DESIGN convention 8).
+Each actor writes its own block group, so actors never share a chunk or an
+attribute file. An epoch of a set is complete when its complete blocks cover
+every class, whatever the partition (a resumed run may use another actor
+count): resuming is re-planning from the marks (DESIGN convention 8).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from lsic.pipeline import OneVsAllASGD, StoreError
 
 COMPRESSOR = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 VARIANTS = ("asgd", "sgd")
+CHECKPOINT_CHUNK_BYTES = 32 * 2**20
 
 
 # --------------------------------------------------------------------------- counted store
@@ -146,24 +148,12 @@ def epoch_path(name: str, variant: str, epoch: int) -> str:
     return f"models/{name}/{variant}/epoch_{epoch}"
 
 
-def create_epoch(g: zarr.Group, name: str, variant: str, epoch: int, model: OneVsAllASGD, n_classes: int) -> None:
-    """Create the (empty) checkpoint arrays of one epoch, before the actors fill their class rows.
-
-    ``model`` is any model of the run (its shapes and scalar settings are used).
-    """
+def create_epoch(g: zarr.Group, name: str, variant: str, epoch: int, n_classes: int) -> None:
+    """Create an epoch's checkpoint group (driver, before the actors write their blocks into it)."""
     path = epoch_path(name, variant, epoch)
-    state = model.state_dict()
-    grp = g.require_group(path)
-    scalars, per_class = _split_state(state)
-    grp.attrs.update({"scalars": {k: _scalar(state[k]) for k in scalars}, "arrays": per_class})
-    for key in per_class:
-        row = np.asarray(state[key])
-        if row.ndim == 2 and row.shape[1] == 0:
-            continue
-        shape = (n_classes, *row.shape[1:])
-        grp.create_array(key, shape=shape, chunks=(1, *row.shape[1:]), dtype=row.dtype, fill_value=0,
-                         compressors=COMPRESSOR, overwrite=True)
-    grp.create_array("done", shape=(n_classes,), chunks=(1,), dtype=bool, fill_value=False, overwrite=True)
+    if path in g:
+        del g[path]  # an unfinished attempt of this epoch
+    g.require_group(path).attrs["n_classes"] = int(n_classes)
 
 
 def _split_state(state: Mapping[str, np.ndarray]) -> tuple[list[str], list[str]]:
@@ -181,45 +171,83 @@ def _scalar(v: np.ndarray) -> Any:
 
 
 def write_block(g: zarr.Group, name: str, variant: str, epoch: int, model: OneVsAllASGD, lo: int) -> None:
-    """Write ``model`` (classes ``lo .. lo + K``) into its epoch checkpoint; the done marks last."""
-    grp = g[epoch_path(name, variant, epoch)]
-    state = model.state_dict()
+    """Write ``model`` (classes ``lo .. lo + K``) as block ``c<lo>_<hi>`` of its epoch; ``complete`` last.
+
+    Each actor writes its own block group, so actors never share a chunk or an
+    attribute file, and a block is a few large chunks rather than one per class.
+    """
     hi = lo + model.n_classes
-    for key in grp.attrs["arrays"]:
-        if key in grp:
-            grp[key][lo:hi] = state[key]
-    grp["done"][lo:hi] = True
+    state = model.state_dict()
+    scalars, per_class = _split_state(state)
+    grp = g.require_group(f"{epoch_path(name, variant, epoch)}/c{lo}_{hi}")
+    grp.attrs["complete"] = False
+    for key in per_class:
+        value = np.asarray(state[key])
+        row_bytes = max(int(np.prod(value.shape[1:])) * value.dtype.itemsize, 1)
+        rows = max(1, min(value.shape[0], CHECKPOINT_CHUNK_BYTES // row_bytes))
+        chunks = (rows, *(max(s, 1) for s in value.shape[1:]))
+        arr = grp.create_array(key, shape=value.shape, chunks=chunks, dtype=value.dtype, fill_value=0,
+                               compressors=COMPRESSOR, overwrite=True)
+        if value.size:
+            arr[...] = value
+    grp.attrs.update({"lo": lo, "hi": hi, "scalars": {k: _scalar(state[k]) for k in scalars},
+                      "arrays": per_class, "complete": True})
+
+
+def _blocks(grp: zarr.Group) -> list[tuple[int, int, zarr.Group]]:
+    """The complete class blocks of an epoch group, sorted by first class."""
+    out = []
+    for key in grp.group_keys():
+        b = grp[key]
+        if b.attrs.get("complete"):
+            out.append((int(b.attrs["lo"]), int(b.attrs["hi"]), b))
+    return sorted(out, key=lambda t: t[:2])
+
+
+def _covers(blocks: list[tuple[int, int, Any]], lo: int, hi: int) -> bool:
+    at = lo
+    for a, b, _ in blocks:
+        if a <= at < b:
+            at = b
+    return at >= hi
 
 
 def read_block(g: zarr.Group, name: str, variant: str, epoch: int, lo: int, hi: int,
                n_threads: int | None = None) -> OneVsAllASGD:
-    """Restore the models of classes ``lo:hi`` from a complete epoch checkpoint."""
+    """Restore the models of classes ``lo:hi`` from an epoch checkpoint (any partition of its blocks)."""
     path = epoch_path(name, variant, epoch)
     if path not in g:
         raise StoreError(f"checkpoint {path} is missing from the store; rerun `lsic train` with --restart")
-    grp = g[path]
-    if not np.asarray(grp["done"][lo:hi]).all():
+    blocks = [b for b in _blocks(g[path]) if b[0] < hi and b[1] > lo]
+    if not _covers(blocks, lo, hi):
         raise StoreError(f"checkpoint {path} is incomplete for classes {lo}..{hi - 1}; rerun `lsic train`")
-    d: dict[str, Any] = {k: np.asarray(v) for k, v in grp.attrs["scalars"].items()}
+    first = blocks[0][2]
+    d: dict[str, Any] = {k: np.asarray(v) for k, v in first.attrs["scalars"].items()}
     d["classes"] = np.arange(lo, hi, dtype=np.int64)
-    for key in grp.attrs["arrays"]:
-        if key in grp:
-            d[key] = np.asarray(grp[key][lo:hi])
-        else:  # an empty second axis (U without averaging) is not stored
-            d[key] = np.zeros((hi - lo, 0), np.float32)
+    for key in first.attrs["arrays"]:
+        parts, at = [], lo
+        for a, b, grp in blocks:
+            if b <= at or at >= hi:
+                continue
+            parts.append(np.asarray(grp[key][at - a:min(b, hi) - a]))
+            at = min(b, hi)
+        d[key] = np.concatenate(parts)
     return OneVsAllASGD.from_state_dict(d, n_threads=n_threads)
 
 
 def complete_epochs(g: zarr.Group, name: str, variant: str = "asgd") -> list[int]:
-    """Epoch numbers whose checkpoint of set ``name`` has every class marked done."""
+    """Epoch numbers whose checkpoint of set ``name`` has complete blocks covering every class."""
     path = f"models/{name}/{variant}"
     if path not in g:
         return []
     out = []
     for key in g[path].group_keys():
-        if key.startswith("epoch_") and "done" in g[f"{path}/{key}"]:
-            if np.asarray(g[f"{path}/{key}/done"][...]).all():
-                out.append(int(key.removeprefix("epoch_")))
+        if not key.startswith("epoch_"):
+            continue
+        grp = g[f"{path}/{key}"]
+        n = grp.attrs.get("n_classes")
+        if n is not None and _covers(_blocks(grp), 0, int(n)):
+            out.append(int(key.removeprefix("epoch_")))
     return sorted(out)
 
 
@@ -232,7 +260,7 @@ def drop_epoch(g: zarr.Group, name: str, variant: str, epoch: int) -> None:
 
 def load_models(url: str, name: str, *, storage_options: Mapping[str, Any] | None = None,
                 variant: str = "asgd", epoch: int | None = None) -> OneVsAllASGD:
-    """The trained one-vs-all models of feature set ``name`` (all classes, one model).
+    """The trained one-vs-all models of feature set ``name`` (all classes, one model, full ASGD state).
 
     ``epoch`` None takes the last complete epoch.
     """
@@ -241,7 +269,7 @@ def load_models(url: str, name: str, *, storage_options: Mapping[str, Any] | Non
     if not done:
         raise StoreError(f"store {url!r} has no complete {variant} models of set {name!r}; run `lsic train`")
     e = done[-1] if epoch is None else int(epoch)
-    n = int(g[f"models/{name}"].attrs["n_classes"])
+    n = int(g[epoch_path(name, variant, e)].attrs["n_classes"])
     return read_block(g, name, variant, e, 0, n)
 
 

@@ -13,8 +13,8 @@ loads each chunk of training rows once per epoch for all of its classes:
 3. The client drives epochs, not rows: one ``train_epoch`` call per actor per
    epoch with that epoch's chunk order (shuffled with the run's seed, the same
    on every actor). Each actor streams the chunks (next one prefetched),
-   trains, checkpoints its block under ``models/<set>/asgd/epoch_<e>`` with
-   completion marks written last, and returns its top-5 validation scores; the
+   trains, checkpoints its block under ``models/<set>/asgd/epoch_<e>/c<lo>_<hi>``
+   with its completion mark written last, and returns its top-5 validation scores; the
    client reduces them into the epoch's validation accuracy (Fig. 3).
 4. After the last epoch each actor scores its classes on the validation and
    test chunks into a class-block part; one task per row range reduces the parts
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lsic.pipeline import ClusterError, ConfigError, OneVsAllASGD, StoreError
+from lsic.pipeline import ClusterError, ConfigError, StoreError
 
 from . import _models
 from ._trainer import ClassBlockTrainer
@@ -494,7 +494,6 @@ def run_train(
             f"models of set(s) {', '.join(plan.stale)} in {url!r} were trained with other settings; "
             "rerun with --restart to train them from scratch"
         )
-    params = train_params(exp)
     for name in names:
         grp = group.require_group(f"models/{name}")
         if "settings" not in grp.attrs:
@@ -532,11 +531,8 @@ def run_train(
         for e in plan.todo_epochs:
             te = time.perf_counter()
             for name in names:
-                template = OneVsAllASGD(plan.n_features[name], [0], **params)
                 for v in variants:
-                    if v == "sgd":
-                        template = OneVsAllASGD(plan.n_features[name], [0], **{**params, "average": False})
-                    _models.create_epoch(group, name, v, e, template, plan.n_classes)
+                    _models.create_epoch(group, name, v, e, plan.n_classes)
             order = epoch_order(plan.chunks["train"], exp.seed, e)
             val = list(plan.chunks["val"]) if validate else []
             restarts0 = sum(s.restarts for s in pool.slots)

@@ -264,8 +264,7 @@ def _peak_epoch_memory(tmp_path, n_chunks: int) -> tuple[int, int, int]:
     cr, d = 256, 512
     make_store(url, n_classes=4, n_train=n_chunks * cr, n_val=0, n_test=0, dims=(d, 8), chunk_rows=cr, invalid=0)
     trainer = ClassBlockTrainer(url, {}, ["a"], 0, 4, {"lam": 1e-3, "eta0": 0.05, "mode": "block"}, n_threads=1)
-    template = OneVsAllASGD(d, [0], lam=1e-3, eta0=0.05, mode="block")
-    _models.create_epoch(zarr.open_group(url, mode="r+"), "a", "asgd", 1, template, 4)
+    _models.create_epoch(zarr.open_group(url, mode="r+"), "a", "asgd", 1, 4)
     trainer.restore(0)
     order = list(range(n_chunks))
     trainer.train_epoch(1, order[:2])  # warm up numba and zarr codecs
