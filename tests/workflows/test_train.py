@@ -326,3 +326,12 @@ def test_cli_train(tmp_path, threads_client, monkeypatch, capsys, caplog):
     assert "models/a/coef" in g and "models/b" not in g
     # a user error is one line and exit code 2
     assert main(["train", str(cfg), "--store", str(tmp_path / "none.zarr")]) == 2
+
+
+def test_fsspec_memory_store(threads_client):
+    url = f"memory://lsic-train-{uuid.uuid4().hex}.zarr"
+    data = make_store(url)
+    summary = run_train(experiment(url, actors=2, epochs=1), client=threads_client, progress=False)
+    assert summary.chunk_loads["train"] == 2 * n_train_chunks(data)
+    ref = reference(data, "a", 1, np.arange(data["n_classes"]), lam=1e-3, eta0=0.05, mode="exact")
+    np.testing.assert_array_equal(_models.load_models(url, "a").coef_, ref.coef_)
