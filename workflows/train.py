@@ -370,19 +370,20 @@ class _ActorPool:
                 self._replace(slot, restore_epoch)
 
     def _is_loss(self, slot: _Slot, exc: BaseException) -> bool:
-        """Did this call fail because the actor's worker went away (not a bug in the call)?"""
+        """Did this call fail because the actor's worker went away (not an error raised by the actor)?
+
+        ``distributed`` turns a failed connection to the actor's worker into
+        ``OSError("Unable to contact Actor's worker")`` and refuses calls on a
+        proxy whose task was lost; an exception raised by the actor's own code
+        (even an ``OSError``) comes back from a live worker and is re-raised.
+        """
         from distributed.comm.core import CommClosedError
 
-        if isinstance(exc, (OSError, CommClosedError)):
+        if isinstance(exc, CommClosedError) or (isinstance(exc, OSError) and "Actor's worker" in str(exc)):
             return True
-        if isinstance(exc, (RuntimeError, AttributeError)) and "Actor" in f"{exc}{exc.__context__}":
-            return True  # the proxy refuses calls once the scheduler lost the actor's task
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # the scheduler may not have noticed yet
-            if not self._alive(slot, self._workers()):
-                return True
-            time.sleep(0.25)
-        return False
+        if isinstance(exc, RuntimeError) and "Worker holding Actor was lost" in str(exc):
+            return True
+        return not self._alive(slot, self._workers())
 
     def close(self) -> None:
         for s in self.slots:

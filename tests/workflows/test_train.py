@@ -232,30 +232,39 @@ def test_lost_worker_is_replaced_and_models_match(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_worker_process_is_replaced_and_models_match(tmp_path):
-    """Kill the process holding an actor between epochs: a new actor restores the checkpoint."""
+@pytest.mark.parametrize("when", ["between_epochs", "during_epoch"])
+def test_killed_worker_process_is_replaced_and_models_match(tmp_path, when):
+    """SIGKILL the process of a worker holding an actor: a new actor restores the checkpoint, models match."""
+    import threading
+
     from distributed import Client, LocalCluster
 
     url = str(tmp_path / "k.zarr")
-    data = make_store(url)
+    big = when == "during_epoch"  # an epoch long enough (seconds) to be killed in the middle
+    data = make_store(url, n_train=12000 if big else 300, chunk_rows=64 if big else 32, dims=(256, 64) if big else (16, 24))
     killed = []
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
         with Client(cluster, set_as_default=False) as client:
-            def kill_one(rec):
+            def kill():
+                pids = client.run(os.getpid)
+                addr = sorted(pids)[0]
+                os.kill(pids[addr], signal.SIGKILL)
+                killed.append(addr)
+
+            def on_epoch(rec):
                 if rec.epoch == 1:
-                    pids = client.run(os.getpid)
-                    addr = sorted(pids)[0]
-                    os.kill(pids[addr], signal.SIGKILL)
-                    killed.append(addr)
+                    if big:
+                        threading.Timer(0.3, kill).start()
+                    else:
+                        kill()
 
             summary = run_train(experiment(url, actors=2, epochs=3), client=client, progress=False,
-                                on_epoch=kill_one)
-    assert killed and summary.restarts >= 1
-    assert summary.history[1].restarts >= 1
+                                on_epoch=on_epoch)
+    assert killed and summary.restarts == 1
+    assert summary.history[1].restarts == 1  # epoch 2 was redone by the replacement
     for s in SETS:
         ref = reference(data, s, 3, np.arange(data["n_classes"]), lam=1e-3, eta0=0.05, mode="exact")
         np.testing.assert_array_equal(stored(url, s).coef_, ref.coef_)
-    # the replacement re-read the chunks of the epoch it redid; the others loaded each chunk once
     assert summary.chunk_loads["train"] >= 3 * 2 * n_train_chunks(data)
 
 
@@ -335,3 +344,15 @@ def test_fsspec_memory_store(threads_client):
     assert summary.chunk_loads["train"] == 2 * n_train_chunks(data)
     ref = reference(data, "a", 1, np.arange(data["n_classes"]), lam=1e-3, eta0=0.05, mode="exact")
     np.testing.assert_array_equal(_models.load_models(url, "a").coef_, ref.coef_)
+
+
+def test_error_in_actor_is_raised_not_retried(tmp_path, threads_client, monkeypatch):
+    url = str(tmp_path / "e.zarr")
+    make_store(url)
+
+    def broken(self, epoch, order, val_chunks=()):
+        raise FileNotFoundError("features/a/X/c/0/0 vanished")
+
+    monkeypatch.setattr(ClassBlockTrainer, "train_epoch", broken)
+    with pytest.raises(FileNotFoundError, match="vanished"):
+        run_train(experiment(url, actors=2, epochs=1), client=threads_client, progress=False)
