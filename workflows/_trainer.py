@@ -196,12 +196,14 @@ class ClassBlockTrainer:
                 acc[key].append((chunk["rows"], (top + self.lo).astype(np.int32), np.take_along_axis(S, top, 1)))
         return {key: tuple(np.concatenate(p) for p in zip(*parts)) if parts else None for key, parts in acc.items()}
 
-    def score(self, split: str, chunks: Sequence[int], a: int, b: int) -> dict[str, Any]:
+    def score(self, split: str, chunks: Sequence[int], a: int, b: int,
+              sets: Sequence[str] | None = None) -> dict[str, Any]:
         """Write this block's ``X @ W_bar.T + b_bar`` over the valid rows of ``split`` into its score parts.
 
         ``[a, b)`` are the split's store rows (contiguous: rows are ordered
         train, val, test); a part row is the rank of its store row among the
         split's valid rows, so the parts hold exactly the valid rows in store order.
+        ``sets`` limits the scoring to some of the actor's sets (default: all).
         """
         valid = np.asarray(self._g["valid"][a:b], bool)
         rank = np.cumsum(valid) - 1
@@ -211,7 +213,7 @@ class ClassBlockTrainer:
             if chunk["y"].size == 0:
                 continue
             at = int(rank[chunk["rows"][0] - a])
-            for name in self.sets:
+            for name in sets or self.sets:
                 S = self.models[(name, "asgd")].decision_function(chunk[name])
                 _models.write_score_part(self._g, name, split, self.lo, S, at, n_rows, self.chunk_rows)
             written += int(chunk["y"].size)

@@ -419,8 +419,11 @@ def _placement(workers: Mapping[str, Mapping[str, Any]], n_actors: int | None, n
 # --------------------------------------------------------------------------- run
 
 
-def _reduce_accuracy(blocks: list[Any], labels: Mapping[int, int]) -> tuple[float, float]:
-    """Top-1/top-5 accuracy from the actors' (rows, top-k classes, top-k scores) blocks."""
+def _reduce_accuracy(blocks: list[Any], labels: np.ndarray, first_row: int) -> tuple[float, float]:
+    """Top-1/top-5 accuracy from the actors' (rows, top-k classes, top-k scores) blocks.
+
+    ``labels`` are the labels of the store rows ``first_row, first_row + 1, ...``.
+    """
     parts = [b for b in blocks if b is not None]
     if not parts:
         return float("nan"), float("nan")
@@ -429,7 +432,7 @@ def _reduce_accuracy(blocks: list[Any], labels: Mapping[int, int]) -> tuple[floa
     sc = np.concatenate([p[2] for p in parts], axis=1)
     order = np.argsort(-sc, axis=1, kind="stable")
     top = np.take_along_axis(cls, order, 1)
-    y = np.array([labels[int(r)] for r in rows])
+    y = labels[rows - first_row]
     return float(np.mean(top[:, 0] == y)), float(np.mean((top[:, :5] == y[:, None]).any(axis=1)))
 
 
@@ -524,10 +527,8 @@ def run_train(
                  ", ".join(f"{s.lo}..{s.hi - 1}" for s in pool.slots))
         pool.call("restore", lambda s: (plan.start_epoch,), plan.start_epoch)
         validate = exp.train.validate_each_epoch and bool(plan.chunks["val"])
-        labels = {}
-        if validate:
-            a, b = plan.bounds["val"]
-            labels = dict(zip(range(a, b), np.asarray(group["labels"][a:b]).tolist()))
+        val_first = plan.bounds["val"][0]
+        val_labels = np.asarray(group["labels"][slice(*plan.bounds["val"])]) if validate else None
         variants = ["asgd", "sgd"] if exp.train.compare_sgd else ["asgd"]
         for e in plan.todo_epochs:
             te = time.perf_counter()
@@ -547,7 +548,7 @@ def run_train(
                     for v in variants:
                         key = name if v == "asgd" else f"{name}/sgd"
                         rec.val_top1[key], rec.val_top5[key] = _reduce_accuracy(
-                            [r["val"][(name, v)] for r in results], labels)
+                            [r["val"][(name, v)] for r in results], val_labels, val_first)
             for name in names:
                 missing = [v for v in variants if e not in _models.complete_epochs(group, name, v)]
                 if missing:
@@ -599,7 +600,7 @@ def _score(client: Any, pool: _ActorPool, group: Any, plan: TrainPlan, url: str,
         for name in names:
             if f"scores/{name}/_parts/{split}" in group:
                 del group[f"scores/{name}/_parts/{split}"]
-        pool.call("score", lambda s: (split, list(plan.chunks[split]), a, b), final)
+        pool.call("score", lambda s: (split, list(plan.chunks[split]), a, b, names), final)
         cr = plan.chunk_rows
         blocks = [(s.lo, s.hi) for s in pool.slots]
         for name in names:

@@ -292,10 +292,13 @@ def _peak_epoch_memory(tmp_path, n_chunks: int) -> tuple[int, int, int]:
 def test_memory_bounded_by_models_and_two_chunks(tmp_path):
     small, held_small, chunk = _peak_epoch_memory(tmp_path, 3)
     large, held_large, _ = _peak_epoch_memory(tmp_path, 24)  # 8x the rows
+    # the chunks the actor holds: the one training and the one prefetched
     assert held_small <= 2 * chunk and held_large <= 2 * chunk
-    # measured: the peak does not grow with the number of chunks (24 chunks = 12 MiB of features)
-    assert large - small < chunk
-    assert large < 4 * chunk
+    # measured (tracemalloc): the peak does not grow with the rows (24 chunks = 12 MiB of features
+    # would add 10 MiB if they were kept); decoding a chunk briefly needs its compressed bytes and a
+    # decode buffer besides, so the constant bound is two held chunks + up to two chunks in flight
+    assert large - small < 2 * chunk
+    assert max(small, large) < 5 * chunk
 
 
 def test_cli_train(tmp_path, threads_client, monkeypatch, capsys, caplog):
