@@ -184,6 +184,8 @@ class EpochRecord:
     val_top1: dict[str, float] = field(default_factory=dict)
     val_top5: dict[str, float] = field(default_factory=dict)
     restarts: int = 0
+    actor_seconds: float = 0.0
+    """The slowest actor's time in its chunk loop (the rest of ``seconds`` is checkpoints and validation)."""
 
     @property
     def rows_per_s(self) -> float:
@@ -197,7 +199,7 @@ class EpochRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "seconds": self.seconds, "rows": self.rows, "val_top1": self.val_top1,
-                "val_top5": self.val_top5, "restarts": self.restarts}
+                "val_top5": self.val_top5, "restarts": self.restarts, "actor_seconds": self.actor_seconds}
 
 
 @dataclass
@@ -297,34 +299,49 @@ class _ActorPool:
         return info is not None and str(info.get("local_directory", "")) == slot.worker_dir
 
     def _replace(self, slot: _Slot, restore_epoch: int) -> None:
-        """Start a new actor for ``slot``'s classes on a live worker and restore ``restore_epoch``."""
-        slot.restarts += 1
-        if slot.restarts > MAX_RESTARTS:
-            raise ClusterError(
-                f"the actor of classes {slot.lo}..{slot.hi - 1} was lost {slot.restarts} times; "
-                "check the workers' logs (memory limit?) and rerun `lsic train` to resume"
-            )
-        if slot.stats:
-            slot.dead_stats.append(slot.stats)
-            slot.stats = {}
-        try:
-            self.client.cancel([slot.future])
-        except Exception:  # the worker is gone; nothing to release
-            pass
-        deadline = time.monotonic() + 60
-        workers = self._workers()
-        while not workers and time.monotonic() < deadline:
-            time.sleep(0.5)
-            workers = self._workers()
-        if not workers:
-            raise ClusterError("all workers were lost during training; rerun `lsic train` to resume")
-        busy = {s.address for s in self.slots if s is not slot}
-        ranked = sorted(workers, key=lambda a: (a in busy, workers[a].get("host") != slot.host,
-                                                sum(s.address == a for s in self.slots if s is not slot)))
-        log.warning("train: worker %s holding classes %d..%d was lost; restarting the actor on %s from epoch %d",
-                    slot.address, slot.lo, slot.hi - 1, ranked[0], restore_epoch)
-        self._start(slot, ranked[0], workers[ranked[0]])
-        slot.actor.restore(restore_epoch).result()
+        """Start a new actor for ``slot``'s classes on a live worker and restore ``restore_epoch``.
+
+        The worker is chosen among the live ones other than the lost one:
+        first a worker holding no actor (a restarted one), then one on the same
+        host, then the least loaded.
+        """
+        lost = (slot.address, slot.worker_dir)
+        while True:
+            slot.restarts += 1
+            if slot.restarts > MAX_RESTARTS:
+                raise ClusterError(
+                    f"the actor of classes {slot.lo}..{slot.hi - 1} was lost {slot.restarts - 1} times; "
+                    "check the workers' logs (memory limit?) and rerun `lsic train` to resume"
+                )
+            if slot.stats:
+                slot.dead_stats.append(slot.stats)
+                slot.stats = {}
+            try:
+                self.client.cancel([slot.future])
+            except Exception:  # the worker is gone; nothing to release
+                pass
+            deadline = time.monotonic() + 60
+            while True:
+                workers = {a: w for a, w in self._workers().items()
+                           if (a, str(w.get("local_directory", ""))) != lost}
+                if workers or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            if not workers:
+                raise ClusterError("all workers were lost during training; rerun `lsic train` to resume")
+            others = [s.address for s in self.slots if s is not slot]
+            target = min(sorted(workers), key=lambda a: (a in others, workers[a].get("host") != slot.host,
+                                                         others.count(a)))
+            log.warning("train: worker %s holding classes %d..%d was lost; restarting the actor on %s from epoch %d",
+                        slot.address, slot.lo, slot.hi - 1, target, restore_epoch)
+            try:
+                self._start(slot, target, workers[target])
+                slot.actor.restore(restore_epoch).result()
+                return
+            except Exception as exc:
+                if not self._is_loss(slot, exc):
+                    raise
+                lost = (slot.address, slot.worker_dir)  # the new worker died too: try another
 
     def call(self, method: str, args: Callable[[_Slot], tuple], restore_epoch: int) -> list[Any]:
         """Call ``method`` on every actor (one message each) and wait, replacing lost actors.
@@ -542,7 +559,8 @@ def run_train(
             for s, r in zip(pool.slots, results):
                 s.stats = r["stats"]
             rec = EpochRecord(e, time.perf_counter() - te, max(r["rows"] for r in results),
-                              restarts=sum(s.restarts for s in pool.slots) - restarts0)
+                              restarts=sum(s.restarts for s in pool.slots) - restarts0,
+                              actor_seconds=max(r["train_seconds"] for r in results))
             if validate:
                 for name in names:
                     for v in variants:

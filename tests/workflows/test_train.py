@@ -87,7 +87,7 @@ def n_train_chunks(data: dict) -> int:
 def threads_client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+    with LocalCluster(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:
         with Client(cluster, set_as_default=False) as c:
             yield c
 
@@ -213,7 +213,7 @@ def test_lost_worker_is_replaced_and_models_match(tmp_path):
 
     url = str(tmp_path / "l.zarr")
     data = make_store(url)
-    with LocalCluster(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+    with LocalCluster(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:
         with Client(cluster, set_as_default=False) as client:
             def close_one(rec):
                 if rec.epoch == 1:
@@ -243,7 +243,7 @@ def test_killed_worker_process_is_replaced_and_models_match(tmp_path, when):
     big = when == "during_epoch"  # an epoch long enough (seconds) to be killed in the middle
     data = make_store(url, n_train=12000 if big else 300, chunk_rows=64 if big else 32, dims=(256, 64) if big else (16, 24))
     killed = []
-    with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+    with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:
         with Client(cluster, set_as_default=False) as client:
             def kill():
                 pids = client.run(os.getpid)
