@@ -179,19 +179,30 @@ def write_block(g: zarr.Group, name: str, variant: str, epoch: int, model: OneVs
     hi = lo + model.n_classes
     state = model.state_dict()
     scalars, per_class = _split_state(state)
-    grp = g.require_group(f"{epoch_path(name, variant, epoch)}/c{lo}_{hi}")
-    grp.attrs["complete"] = False
+    parent = g[epoch_path(name, variant, epoch)]
+    key_b = f"c{lo}_{hi}"
+    if key_b in parent:  # a lost actor's unfinished block of this epoch
+        del parent[key_b]
+    grp = parent.create_group(key_b, attributes={"complete": False})
     for key in per_class:
         value = np.asarray(state[key])
         row_bytes = max(int(np.prod(value.shape[1:])) * value.dtype.itemsize, 1)
         rows = max(1, min(value.shape[0], CHECKPOINT_CHUNK_BYTES // row_bytes))
         chunks = (rows, *(max(s, 1) for s in value.shape[1:]))
         arr = grp.create_array(key, shape=value.shape, chunks=chunks, dtype=value.dtype, fill_value=0,
-                               compressors=COMPRESSOR, overwrite=True)
+                               compressors=COMPRESSOR)
         if value.size:
             arr[...] = value
     grp.attrs.update({"lo": lo, "hi": hi, "scalars": {k: _scalar(state[k]) for k in scalars},
                       "arrays": per_class, "complete": True})
+
+
+def block_complete(g: zarr.Group, name: str, variant: str, epoch: int, lo: int, hi: int) -> bool:
+    """Is block ``c<lo>_<hi>`` of an epoch complete? (Read by path: no listing, no stale listing cache.)"""
+    try:
+        return bool(g[f"{epoch_path(name, variant, epoch)}/c{lo}_{hi}"].attrs.get("complete"))
+    except KeyError:
+        return False
 
 
 def _blocks(grp: zarr.Group) -> list[tuple[int, int, zarr.Group]]:
@@ -280,15 +291,12 @@ def part_path(name: str, split: str, lo: int, hi: int) -> str:
     return f"scores/{name}/_parts/{split}/c{lo}_{hi}"
 
 
-def write_score_part(g: zarr.Group, name: str, split: str, lo: int, scores: np.ndarray, at: int,
-                     n_rows: int, chunk_rows: int) -> None:
-    """Write rows ``at .. at + len(scores)`` of an actor's (n_rows, K) class block of scores."""
-    hi = lo + scores.shape[1]
-    path = part_path(name, split, lo, hi)
-    if path not in g:
-        g.create_array(path, shape=(n_rows, hi - lo), chunks=(max(min(chunk_rows, n_rows), 1), hi - lo),
-                       dtype="float32", fill_value=np.nan, compressors=COMPRESSOR)
-    g[path][at:at + scores.shape[0]] = scores
+def create_score_part(g: zarr.Group, name: str, split: str, lo: int, hi: int, n_rows: int,
+                      chunk_rows: int) -> zarr.Array:
+    """An actor's (n_rows, hi - lo) float32 block of scores of ``split``, filled chunk by chunk."""
+    return g.create_array(part_path(name, split, lo, hi), shape=(n_rows, hi - lo),
+                          chunks=(max(min(chunk_rows, n_rows), 1), hi - lo), dtype="float32",
+                          fill_value=np.nan, compressors=COMPRESSOR, overwrite=True)
 
 
 def reduce_score_rows(url: str, storage_options: Mapping[str, Any] | None, name: str, split: str,

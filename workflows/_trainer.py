@@ -55,7 +55,8 @@ class ClassBlockTrainer:
     Notes
     -----
     Memory: the models, the chunk being trained and the one being prefetched
-    (``chunk_rows`` rows of every set), never more, whatever the number of rows.
+    (``chunk_rows`` rows of every set), whatever the number of rows; besides
+    them only the 1-D labels and usable-row masks (6 bytes a row).
     Counters (``stats()``): chunk loads per purpose and bytes read from the store.
     """
 
@@ -72,7 +73,13 @@ class ClassBlockTrainer:
         self._g = _models.open_group(url, "r+", self.storage_options, counter=self._counter)
         self.n_rows = int(self._g.attrs["n_images"])
         self.chunk_rows = int(self._g.attrs["chunk_rows"])
-        self.n_features = {s: int(self._g[f"features/{s}/X"].shape[1]) for s in self.sets}
+        # The 1-D row arrays (6 bytes a row) are read once; on an object store each
+        # read is a request, and they would triple the requests per chunk.
+        self._labels = np.asarray(self._g["labels"][...])
+        self._usable = {code: (np.asarray(self._g["split"][...]) == code) & np.asarray(self._g["valid"][...], bool)
+                        for code in SPLIT_CODES.values()}
+        self._X = {s: self._g[f"features/{s}/X"] for s in self.sets}  # handles opened once
+        self.n_features = {s: int(self._X[s].shape[1]) for s in self.sets}
         self.models: dict[tuple[str, str], OneVsAllASGD] = {}
         self.epoch = 0
         self.loads = {"train": 0, "val": 0, "test": 0}
@@ -111,13 +118,11 @@ class ClassBlockTrainer:
     def _load(self, k: int, purpose: str) -> dict[str, Any]:
         """Rows of chunk ``k`` usable for ``purpose`` (valid, of that split) in every set."""
         a, b = _models.chunk_bounds(k, self.chunk_rows, self.n_rows)
-        split = np.asarray(self._g["split"][a:b])
-        valid = np.asarray(self._g["valid"][a:b], bool)
-        keep = np.flatnonzero((split == SPLIT_CODES[purpose]) & valid)
-        out: dict[str, Any] = {"k": k, "rows": a + keep, "y": np.asarray(self._g["labels"][a:b])[keep]}
+        keep = np.flatnonzero(self._usable[SPLIT_CODES[purpose]][a:b])
+        out: dict[str, Any] = {"k": k, "rows": a + keep, "y": self._labels[a:b][keep]}
         nbytes = 0
         for name in self.sets:
-            X = np.asarray(self._g[f"features/{name}/X"][a:b])
+            X = np.asarray(self._X[name][a:b])
             if keep.size != X.shape[0]:
                 X = np.ascontiguousarray(X[keep])
             out[name] = X
@@ -205,17 +210,20 @@ class ClassBlockTrainer:
         split's valid rows, so the parts hold exactly the valid rows in store order.
         ``sets`` limits the scoring to some of the actor's sets (default: all).
         """
-        valid = np.asarray(self._g["valid"][a:b], bool)
+        valid = self._usable[SPLIT_CODES[split]][a:b]
         rank = np.cumsum(valid) - 1
         n_rows = int(valid.sum())
+        names = list(sets or self.sets)
+        parts = {name: _models.create_score_part(self._g, name, split, self.lo, self.hi, n_rows, self.chunk_rows)
+                 for name in names}
         written = 0
         for chunk in self._chunks(list(chunks), split):
             if chunk["y"].size == 0:
                 continue
             at = int(rank[chunk["rows"][0] - a])
-            for name in sets or self.sets:
+            for name in names:
                 S = self.models[(name, "asgd")].decision_function(chunk[name])
-                _models.write_score_part(self._g, name, split, self.lo, S, at, n_rows, self.chunk_rows)
+                parts[name][at:at + S.shape[0]] = S
             written += int(chunk["y"].size)
         return {"split": split, "rows": written, "stats": self.stats()}
 

@@ -568,16 +568,14 @@ def run_train(
                         rec.val_top1[key], rec.val_top5[key] = _reduce_accuracy(
                             [r["val"][(name, v)] for r in results], val_labels, val_first)
             for name in names:
-                missing = [v for v in variants if e not in _models.complete_epochs(group, name, v)]
-                if missing:
+                blocks = [(s.lo, s.hi) for s in pool.slots]
+                if not all(_models.block_complete(group, name, v, e, lo, hi) for v in variants for lo, hi in blocks):
                     raise StoreError(f"checkpoint of epoch {e} of set {name!r} is incomplete after the epoch; rerun")
                 grp = group[f"models/{name}"]
                 hist = [h for h in grp.attrs.get("history", []) if h["epoch"] < e]
                 grp.attrs.update({"history": hist + [rec.to_dict()], "epochs_complete": e})
                 for v in variants:  # keep the newest complete checkpoint only
-                    for old in _models.complete_epochs(group, name, v):
-                        if old < e:
-                            _models.drop_epoch(group, name, v, old)
+                    _models.drop_epoch(group, name, v, e - 1)
             summary.history.append(rec)
             if progress:
                 log.info("train: %s", rec.line())

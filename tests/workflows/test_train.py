@@ -29,7 +29,8 @@ SETS = ("a", "b")
 
 
 def make_store(url: str, *, n_classes: int = 6, n_train: int = 300, n_val: int = 60, n_test: int = 60,
-               dims=(16, 24), chunk_rows: int = 32, seed: int = 0, invalid: int = 9) -> dict:
+               dims=(16, 24), chunk_rows: int = 32, seed: int = 0, invalid: int = 9,
+               storage_options: dict | None = None) -> dict:
     """A store with the extraction layout: rows train, val, test; a few invalid rows (zero features)."""
     rng = np.random.default_rng(seed)
     n = n_train + n_val + n_test
@@ -37,7 +38,7 @@ def make_store(url: str, *, n_classes: int = 6, n_train: int = 300, n_val: int =
     split = np.repeat(np.array([0, 1, 2], np.int8), [n_train, n_val, n_test])
     valid = np.ones(n, bool)
     valid[rng.choice(n, invalid, replace=False)] = False
-    g = zarr.open_group(url, mode="w")
+    g = zarr.open_group(url, mode="w", **({"storage_options": storage_options} if storage_options else {}))
     X = {}
     for name, d in zip(SETS, dims):
         means = rng.normal(0, 1.0, (n_classes, d)).astype(np.float32)
@@ -55,12 +56,13 @@ def make_store(url: str, *, n_classes: int = 6, n_train: int = 300, n_val: int =
             "n_classes": n_classes}
 
 
-def experiment(url: str, **train):
+def experiment(url: str, storage_options: dict | None = None, **train):
     sets = [{"name": s, "descriptor": "hog", "coding": "lcc", "codebook_size": 4, "kappa": 2} for s in SETS]
     t = {"epochs": 2, "lam": 1e-3, "eta0": 0.05, "mode": "exact", "validate_each_epoch": True}
     t.update(train)
+    store = {"url": url, "storage_options": storage_options or {}}
     return parse_experiment({"dataset": {"root": "unused"}, "feature_sets": sets,
-                             "store": {"url": url}, "train": t, "seed": SEED})
+                             "store": store, "train": t, "seed": SEED})
 
 
 def reference(data: dict, name: str, epochs: int, classes, **params) -> OneVsAllASGD:
@@ -359,3 +361,48 @@ def test_error_in_actor_is_raised_not_retried(tmp_path, threads_client, monkeypa
     monkeypatch.setattr(ClassBlockTrainer, "train_epoch", broken)
     with pytest.raises(FileNotFoundError, match="vanished"):
         run_train(experiment(url, actors=2, epochs=1), client=threads_client, progress=False)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3 API server on 127.0.0.1 (moto) reached through s3fs; yields the storage options."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server._server.server_address
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    import s3fs
+
+    so = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}, "anon": False}
+    s3fs.S3FileSystem(**so).mkdir("lsic-train")
+    yield so
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.mark.slow
+def test_s3_store_resume_matches(s3, threads_client):
+    """Checkpoints, resume and scores on an object store (listing caches must not hide actor writes).
+
+    Slow (~30-60 s): zarr makes several metadata requests per checkpoint array, moto answers each in ~10 ms.
+    """
+    url = f"s3://lsic-train/{uuid.uuid4().hex}.zarr"
+    data = make_store(url, storage_options=s3)
+    first = run_train(experiment(url, s3, actors=2, epochs=1), client=threads_client, progress=False)
+    assert first.chunk_loads["train"] == 2 * n_train_chunks(data)
+    again = run_train(experiment(url, s3, actors=2, epochs=2), client=threads_client, progress=False)
+    assert again.epochs_run == (2,)
+    ref = reference(data, "a", 2, np.arange(data["n_classes"]), lam=1e-3, eta0=0.05, mode="exact")
+    m = _models.load_models(url, "a", storage_options=s3)
+    np.testing.assert_array_equal(m.coef_, ref.coef_)
+    g = zarr.open_group(url, mode="r", storage_options=s3)
+    rows = np.asarray(g["scores/a/test_rows"][...])
+    np.testing.assert_allclose(g["scores/a/test"][...], data["X"]["a"][rows] @ m.coef_.T + m.intercept_,
+                               rtol=1e-5, atol=1e-5)
