@@ -98,15 +98,21 @@ def _cumsum2d_i4(a):
 
 
 @nb.njit(**_NOGIL)
-def hog_patches(integral, g, patch, ys, xs, n_cells, eps, clip, out):
-    """HOG descriptors of all patches of one size from the integral histogram.
+def patch_histograms(integral, g, patch, ys, xs, n_cells, eps, clip, out):
+    """Normalised cell histograms of all patches of one size, from an integral histogram.
 
-    integral : (Ht+1, Wt+1, n_bins) float64 from :func:`hog_integral`.
+    The one driver behind dense HOG (orientation bins, L2-Hys) and dense LBP
+    (code counts, plain L2): each cell's histogram costs a constant number of
+    look-ups whatever the patch size.
+
+    integral : (Ht+1, Wt+1, n_bins) float64 (:func:`hog_integral`) or int32
+        (:func:`lbp_integral`), over tiles of ``g`` pixels.
     ys, xs : (ny,), (nx,) int64 patch origins (multiples of g).
+    eps, clip : the patch vector is divided by ``sqrt(|v|^2 + eps^2)`` (by 1
+        when that is 0); if ``clip`` is finite (L2-Hys), it is then clipped at
+        ``clip`` and renormalised the same way.
     out : (ny * nx, n_cells * n_cells * n_bins) float32, row-major over
-    (cell_y, cell_x, bin). Each cell histogram is divided by the cell area,
-    then the whole patch (one block) is L2-Hys normalised:
-    ``v / sqrt(|v|^2 + eps^2)``, clipped at ``clip``, renormalised.
+        (cell_y, cell_x, bin); cell histograms are divided by the cell area.
     """
     n_bins = integral.shape[2]
     cell = patch // n_cells
@@ -114,6 +120,7 @@ def hog_patches(integral, g, patch, ys, xs, n_cells, eps, clip, out):
     area = float(cell * cell)
     d = n_cells * n_cells * n_bins
     buf = np.empty(d, dtype=np.float64)
+    hys = clip < np.inf
     k = 0
     for iy in range(ys.shape[0]):
         y0 = ys[iy] // g
@@ -131,21 +138,26 @@ def hog_patches(integral, g, patch, ys, xs, n_cells, eps, clip, out):
                         v = (integral[yb, xb, b] - integral[ya, xb, b]
                              - integral[yb, xa, b] + integral[ya, xa, b]) / area
                         if v < 0.0:
-                            v = 0.0  # rounding of the integral
+                            v = 0.0  # rounding of a float integral
                         buf[t] = v
                         ss += v * v
                         t += 1
             norm = math.sqrt(ss + eps * eps)
-            ss2 = 0.0
+            if norm == 0.0:
+                norm = 1.0
+            if hys:
+                ss2 = 0.0
+                for t in range(d):
+                    v = buf[t] / norm
+                    if v > clip:
+                        v = clip
+                    buf[t] = v
+                    ss2 += v * v
+                norm = math.sqrt(ss2 + eps * eps)
+                if norm == 0.0:
+                    norm = 1.0
             for t in range(d):
-                v = buf[t] / norm
-                if v > clip:
-                    v = clip
-                buf[t] = v
-                ss2 += v * v
-            norm2 = math.sqrt(ss2 + eps * eps)
-            for t in range(d):
-                out[k, t] = buf[t] / norm2
+                out[k, t] = buf[t] / norm
             k += 1
 
 
@@ -241,44 +253,3 @@ def lbp_integral(codes, g, out):
         for c in range(wt * g):
             out[tr, c // g + 1, codes[r, c]] += 1
     _cumsum2d_i4(out)
-
-
-@nb.njit(**_NOGIL)
-def lbp_patches(integral, g, patch, ys, xs, n_cells, out):
-    """LBP histograms of all patches of one size, per ``n_cells x n_cells`` sub-cells.
-
-    out : (ny * nx, n_cells * n_cells * n_codes) float32, row-major over
-    (cell_y, cell_x, code); each cell histogram holds code frequencies (counts
-    / cell area) and the patch vector is then L2-normalised.
-    """
-    n_codes = integral.shape[2]
-    cell = patch // n_cells
-    cg = cell // g
-    area = float(cell * cell)
-    d = n_cells * n_cells * n_codes
-    buf = np.empty(d, dtype=np.float64)
-    k = 0
-    for iy in range(ys.shape[0]):
-        y0 = ys[iy] // g
-        for ix in range(xs.shape[0]):
-            x0 = xs[ix] // g
-            t = 0
-            ss = 0.0
-            for cy in range(n_cells):
-                ya = y0 + cy * cg
-                yb = ya + cg
-                for cx in range(n_cells):
-                    xa = x0 + cx * cg
-                    xb = xa + cg
-                    for b in range(n_codes):
-                        v = (integral[yb, xb, b] - integral[ya, xb, b]
-                             - integral[yb, xa, b] + integral[ya, xa, b]) / area
-                        buf[t] = v
-                        ss += v * v
-                        t += 1
-            norm = math.sqrt(ss)
-            if norm == 0.0:
-                norm = 1.0
-            for t in range(d):
-                out[k, t] = buf[t] / norm
-            k += 1

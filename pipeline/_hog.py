@@ -73,7 +73,7 @@ def dense_hog(
         xs = patch_origins(w, p, grid.step)
         out = np.empty((ys.size * xs.size, HOG_DIM), dtype=np.float32)
         if out.shape[0]:
-            _k.hog_patches(integral, g, p, ys, xs, HOG_CELLS, _EPS, _CLIP, out)
+            _k.patch_histograms(integral, g, p, ys, xs, HOG_CELLS, _EPS, _CLIP, out)
         blocks.append(out)
     values = np.concatenate(blocks) if blocks else np.zeros((0, HOG_DIM), np.float32)
     return Descriptors(values, patch_centres((h, w), grid), (h, w))

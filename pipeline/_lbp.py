@@ -90,7 +90,7 @@ def dense_lbp(image: np.ndarray, grid: DescriptorGrid = DescriptorGrid()) -> Des
         xs = patch_origins(w, p, grid.step)
         out = np.empty((ys.size * xs.size, d), dtype=np.float32)
         if out.shape[0]:
-            _k.lbp_patches(integral, g, p, ys, xs, c, out)
+            _k.patch_histograms(integral, g, p, ys, xs, c, 0.0, np.inf, out)
         blocks.append(out)
     values = np.concatenate(blocks) if blocks else np.zeros((0, d), np.float32)
     return Descriptors(values, patch_centres((h, w), grid), (h, w))
