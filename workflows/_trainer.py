@@ -56,7 +56,8 @@ class ClassBlockTrainer:
     -----
     Memory: the models, the chunk being trained and the one being prefetched
     (``chunk_rows`` rows of every set), whatever the number of rows; besides
-    them only the 1-D labels and usable-row masks (6 bytes a row).
+    them only the 1-D labels and usable-row masks (6 bytes a row). Writing a
+    checkpoint (no chunk held then) briefly copies the model state.
     Counters (``stats()``): chunk loads per purpose and bytes read from the store.
     """
 
@@ -76,8 +77,8 @@ class ClassBlockTrainer:
         # The 1-D row arrays (6 bytes a row) are read once; on an object store each
         # read is a request, and they would triple the requests per chunk.
         self._labels = np.asarray(self._g["labels"][...])
-        self._usable = {code: (np.asarray(self._g["split"][...]) == code) & np.asarray(self._g["valid"][...], bool)
-                        for code in SPLIT_CODES.values()}
+        split, valid = np.asarray(self._g["split"][...]), np.asarray(self._g["valid"][...], bool)
+        self._usable = {code: (split == code) & valid for code in SPLIT_CODES.values()}
         self._X = {s: self._g[f"features/{s}/X"] for s in self.sets}  # handles opened once
         self.n_features = {s: int(self._X[s].shape[1]) for s in self.sets}
         self.models: dict[tuple[str, str], OneVsAllASGD] = {}
@@ -112,7 +113,8 @@ class ClassBlockTrainer:
         return self.model_bytes()
 
     def model_bytes(self) -> int:
-        return int(sum(sum(np.asarray(v).nbytes for v in m.state_dict().values()) for m in self.models.values()))
+        """Bytes of the weight state held (V, and U when averaging: float32, eqs. 8-9), without copying it."""
+        return int(sum(m.n_classes * m.n_features * 4 * (2 if m.average else 1) for m in self.models.values()))
 
     # ------------------------------------------------------------------ chunks
     def _load(self, k: int, purpose: str) -> dict[str, Any]:
