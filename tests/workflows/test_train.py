@@ -187,6 +187,13 @@ def test_resume_after_partial_run_equals_straight_run(tmp_path, threads_client):
     run_train(experiment(url1, actors=2, epochs=3), client=threads_client, progress=False)
     first = run_train(experiment(url2, actors=2, epochs=1), client=threads_client, progress=False)
     assert first.epochs_run == (1,)
+    # a crash in epoch 2 left one actor's block written and the other missing
+    g = zarr.open_group(url2, mode="r+")
+    for s in SETS:
+        _models.create_epoch(g, s, "asgd", 2, 6)
+        _models.write_block(g, s, "asgd", 2, _models.read_block(g, s, "asgd", 1, 0, 3), 0)
+        assert _models.complete_epochs(g, s) == [1]
+    assert plan_train(experiment(url2, epochs=3), g).start_epoch == 1
     # a rerun with more epochs trains only the missing ones, on another actor count
     again = run_train(experiment(url2, actors=1, epochs=3), client=threads_client, progress=False)
     assert again.epochs_run == (2, 3)
