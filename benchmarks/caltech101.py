@@ -140,6 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--splits", type=int, default=3, help="random splits (seeds 0..N-1)")
     ap.add_argument("--quick", action="store_true", help="20 classes, small codebooks, 1 split: a smoke run")
     ap.add_argument("--workdir", default="runs/bench-caltech101", help="stores and reports go here")
+    ap.add_argument("--overwrite", action="store_true", help="replace stores made from another configuration")
     ap.add_argument("--keep", action="store_true", help="keep the stores (default: deleted after each split)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the HOG + BoW + LinearSVC baseline")
     ap.add_argument("--baseline-k", type=int, default=1024, help="baseline vocabulary size")
@@ -151,6 +152,7 @@ def main(argv=None) -> int:
     from lsic.workflows.config import load_experiment
     from lsic.workflows.run import run_pipeline
     from lsic.workflows import _store
+    from lsic.workflows.evaluate import read_timings
 
     t_all = time.perf_counter()
     splits = 1 if args.quick and args.splits == 3 else args.splits
@@ -165,7 +167,7 @@ def main(argv=None) -> int:
         if args.quick:
             exp = quick_experiment(exp)
         print(f"== split {seed}: lsic run ({', '.join(fs.name for fs in exp.feature_sets)})", flush=True)
-        res = run_pipeline(exp, overwrite=True, progress=False, say=lambda s: print(s, flush=True))
+        res = run_pipeline(exp, overwrite=args.overwrite, progress=False, say=lambda s: print(s, flush=True))
         m = res.metrics
         rec = {
             "seed": seed,
@@ -176,7 +178,8 @@ def main(argv=None) -> int:
             "n_train": m["n_train"],
             "n_test": m["n_test"],
             "n_failed": m["n_failed"],
-            "stage_s": {k: round(v, 1) for k, v in res.seconds.items()},
+            # wall time per stage as recorded in the store (a resumed run keeps the time of the run that did the work)
+            "stage_s": {k: round(v, 1) for k, v in {**res.seconds, **read_timings(_store.open_store(exp.store.url))}.items()},
         }
         print(res.evaluate.table(), flush=True)
         if not args.no_baseline:

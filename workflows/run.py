@@ -82,6 +82,15 @@ def _train_complete(exp: Any) -> bool:
     return bool(plan.complete and not plan.stale)
 
 
+def _remember(exp: Any, stage: str, seconds: float, *, did_work: bool) -> None:
+    """Record a stage's wall time in the store, unless it did nothing and a time is already recorded."""
+    from . import _store
+
+    g = _store.open_store(exp.store.url, "a", exp.store.storage_options)
+    if did_work or "timings" not in g or stage not in g["timings"].attrs:
+        record_timing(g, stage, seconds)
+
+
 def run_pipeline(
     exp: Any,
     *,
@@ -125,6 +134,7 @@ def run_pipeline(
             ex = run_extract(exp, client=c, overwrite=overwrite, progress=progress)
     seconds["extract"] = time.perf_counter() - t0
     say(ex.line())
+    _remember(exp, "extract", seconds["extract"], did_work=bool(ex.images_done))
 
     t0 = time.perf_counter()
     if _train_complete(exp):
@@ -134,15 +144,7 @@ def run_pipeline(
             tr = run_train(exp, client=c, progress=progress)
     seconds["train"] = time.perf_counter() - t0
     say(tr.line())
-
-    from . import _store
-
-    g = _store.open_store(exp.store.url, "a", exp.store.storage_options)
-    timings = dict(g["timings"].attrs) if "timings" in g else {}
-    if ex.images_done or "extract" not in timings:
-        record_timing(g, "extract", seconds["extract"])
-    if tr.epochs_run or "train" not in timings:
-        record_timing(g, "train", seconds["train"])
+    _remember(exp, "train", seconds["train"], did_work=bool(tr.epochs_run))
 
     t0 = time.perf_counter()
     ev = run_evaluate(exp, report=report, progress=progress)
