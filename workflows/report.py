@@ -134,7 +134,7 @@ def plot_per_class(
             ax.barh(pos, 100 * r1[order], color="tab:orange", height=0.5, label="top-1")
         ax.set_yticks(pos)
         ax.set_yticklabels([class_names[i] for i in order], fontsize=6 if n > 40 else 8)
-        ax.invert_yaxis()
+        ax.set_ylim(n - 0.5, -0.5)  # best class on top, no empty margins
         ax.set_xlim(0, 100)
         ax.set_xlabel("hit rate (%)")
     else:
