@@ -83,6 +83,29 @@ def client(session_client):
     return session_client
 
 
+@pytest.fixture(scope="session")
+def s3():
+    """An S3 API server on 127.0.0.1 (moto) reached through s3fs; yields the storage options.
+
+    Tests make their own bucket: ``s3fs.S3FileSystem(**s3).mkdir(name)``.
+    """
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server._server.server_address
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}, "anon": False}
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(autouse=True)
 def _no_stray_env(monkeypatch):
     # Tests must not pick up a developer's dask/jobqueue environment.

@@ -7,39 +7,18 @@ import pytest
 import zarr
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 from lsic.workflows.extract import run_extract  # noqa: E402
 
 from extract_helpers import arrays, experiment  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server._server.server_address
-    endpoint = f"http://{host}:{port}"
-    import os
-
-    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    import s3fs
-
-    so = {"client_kwargs": {"endpoint_url": endpoint}, "anon": False}
-    fs = s3fs.S3FileSystem(**so)
-    fs.mkdir("lsic-test")
-    yield so
-    server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 def test_extract_to_s3_equals_local(s3, dataset, reference, client):
     ref_url, _ = reference
+    import s3fs
+
+    s3fs.S3FileSystem(**s3).mkdir("lsic-test")
     url = "s3://lsic-test/features.zarr"
     exp = experiment(dataset, url, store={"storage_options": s3})
     summary = run_extract(exp, client=client, progress=False)

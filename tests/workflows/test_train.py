@@ -370,36 +370,15 @@ def test_error_in_actor_is_raised_not_retried(tmp_path, threads_client, monkeypa
         run_train(experiment(url, actors=2, epochs=1), client=threads_client, progress=False)
 
 
-@pytest.fixture(scope="module")
-def s3():
-    """An S3 API server on 127.0.0.1 (moto) reached through s3fs; yields the storage options."""
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server._server.server_address
-    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    import s3fs
-
-    so = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}, "anon": False}
-    s3fs.S3FileSystem(**so).mkdir("lsic-train")
-    yield so
-    server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 @pytest.mark.slow
 def test_s3_store_resume_matches(s3, threads_client):
     """Checkpoints, resume and scores on an object store (listing caches must not hide actor writes).
 
     Slow (~30-60 s): zarr makes several metadata requests per checkpoint array, moto answers each in ~10 ms.
     """
+    import s3fs
+
+    s3fs.S3FileSystem(**s3).mkdir("lsic-train")
     url = f"s3://lsic-train/{uuid.uuid4().hex}.zarr"
     data = make_store(url, storage_options=s3)
     first = run_train(experiment(url, s3, actors=2, epochs=1), client=threads_client, progress=False)
