@@ -140,6 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--splits", type=int, default=3, help="random splits (seeds 0..N-1)")
     ap.add_argument("--quick", action="store_true", help="20 classes, small codebooks, 1 split: a smoke run")
     ap.add_argument("--workdir", default="runs/bench-caltech101", help="stores and reports go here")
+    ap.add_argument("--compare-sgd", action="store_true", help="also train plain SGD (Fig. 3 of the reports)")
     ap.add_argument("--overwrite", action="store_true", help="replace stores made from another configuration")
     ap.add_argument("--keep", action="store_true", help="keep the stores (default: deleted after each split)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the HOG + BoW + LinearSVC baseline")
@@ -162,8 +163,8 @@ def main(argv=None) -> int:
     for seed in range(splits):
         exp = load_experiment(args.config, data=args.data, store=str(work / f"split{seed}.zarr"))
         exp = exp.replace(seed=seed, report=str(work / f"report-split{seed}"))
-        # Fig. 3 of the report: plain SGD trained beside ASGD on the same chunks
-        exp = exp.replace(train=dataclasses.replace(exp.train, compare_sgd=True))
+        if args.compare_sgd:  # Fig. 3 of the report: plain SGD trained beside ASGD on the same chunks
+            exp = exp.replace(train=dataclasses.replace(exp.train, compare_sgd=True))
         if args.quick:
             exp = quick_experiment(exp)
         print(f"== split {seed}: lsic run ({', '.join(fs.name for fs in exp.feature_sets)})", flush=True)
