@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from lsic.pipeline import DataError, ScoreFusion, StoreError, top_k_predictions
+from lsic.pipeline import ScoreFusion, StoreError, top_k_predictions
 
 from . import _store
-from .datasets import SPLIT_CODES, SPLITS
+from .datasets import SPLIT_CODES
 
 log = logging.getLogger(__name__)
 
