@@ -46,6 +46,7 @@ ETA0_FACTORS = tuple(2.0**e for e in range(-6, 5))
 ETA0_TRIAL_CLASSES = 16
 _STATE_VERSION = 1
 _NO_GRAM = np.empty((0, 0), np.float32)
+_NO_U = np.empty((0, 0), np.float32)  # block mode without averaging: no u to update
 
 
 def _as_rows(X: Any, n_features: int | None = None) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -289,9 +290,7 @@ class OneVsAllASGD:
                                   self.lam, self.eta0, self.c, self.avg_start, self.average,
                                   self.fit_intercept, CV, CU)
             if dense:
-                _k.dense_rank_update(Xb, CV, V)
-                if self.average:
-                    _k.dense_rank_update(Xb, CU, U)
+                _k.dense_rank_update(Xb, CV, V, CU, U if self.average else _NO_U)
             else:
                 _k.csr_rank_update(bdata, bind, bptr, CV, V)
                 if self.average:

@@ -350,19 +350,37 @@ def csr_rank_update(data, indices, indptr, C, V):
 
 
 @njit(parallel=True, fastmath=True, **_KW)
-def dense_rank_update(Xb, C, V):
-    """V[k] += sum_i C[i, k] Xb[i] over the non-zero C[i, k] only (hinge-active pairs)."""
+def dense_rank_update(Xb, C, V, CU, U):
+    """V[k] += sum_i C[i, k] Xb[i] and U[k] += sum_i CU[i, k] Xb[i] over the hinge-active pairs.
+
+    Both updates of a class read each active row once (the u-coefficient is
+    zero wherever the v-coefficient is); ``U`` may be empty (no averaging).
+    """
     nb = Xb.shape[0]
     K = V.shape[0]
     d = Xb.shape[1]
+    with_u = U.shape[0] == K
     for k in prange(K):
         v = V[k]
         for i in range(nb):
             a = C[i, k]
             if a != 0.0:
                 xi = Xb[i]
+                if with_u and CU[i, k] != 0.0:
+                    u = U[k]
+                    au = CU[i, k]
+                    for j in range(d):
+                        v[j] += a * xi[j]
+                        u[j] += au * xi[j]
+                else:
+                    for j in range(d):
+                        v[j] += a * xi[j]
+            elif with_u and CU[i, k] != 0.0:
+                u = U[k]
+                au = CU[i, k]
+                xi = Xb[i]
                 for j in range(d):
-                    v[j] += a * xi[j]
+                    u[j] += au * xi[j]
 
 
 @njit(parallel=True, **_KW)
