@@ -315,7 +315,7 @@ def run_extract(
         )
     group.attrs["complete_extract"] = True
     summary = _summary(exp, group, images_done, time.perf_counter() - t_feat, n_failed=len(records))
-    log.info(summary.line())
+    log.debug(summary.line())  # the CLI prints it
     return summary
 
 

@@ -601,7 +601,7 @@ def run_train(
             client.close()
     _fill_counters(summary, pool.slots)
     summary.seconds = time.perf_counter() - t0
-    log.info(summary.line())
+    log.debug(summary.line())  # the CLI prints it
     return summary
 
 
