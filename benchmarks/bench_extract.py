@@ -100,6 +100,8 @@ def main(argv=None) -> int:
         dataset=dataclasses.replace(exp.dataset, max_classes=n_classes, train_per_class=per_class,
                                     val_per_class=0, test_per_class=0),
         codebook=dataclasses.replace(exp.codebook, sample_images=min(400, args.images)),
+        # enough row chunks (= bag partitions) to keep every worker busy
+        store=dataclasses.replace(exp.store, chunk_rows=max(4, args.images // 16)),
     )
     t0 = time.perf_counter()
     first = run_extract(exp, progress=False)
