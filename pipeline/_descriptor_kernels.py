@@ -76,20 +76,12 @@ def hog_integral(image, n_bins, signed, bilinear, g, out):
                 if b >= n_bins:
                     continue  # ang == full after rounding; skimage drops these too
                 out[tr, tc, b] += mag
-    _cumsum2d_f8(out)
+    _cumsum2d(out)
 
 
 @nb.njit(**_NOGIL)
-def _cumsum2d_f8(a):
-    n0, n1, n2 = a.shape
-    for i in range(1, n0):
-        for j in range(1, n1):
-            for b in range(n2):
-                a[i, j, b] += a[i - 1, j, b] + a[i, j - 1, b] - a[i - 1, j - 1, b]
-
-
-@nb.njit(**_NOGIL)
-def _cumsum2d_i4(a):
+def _cumsum2d(a):
+    """In-place 2-D prefix sum over the first two axes (numba compiles one per dtype)."""
     n0, n1, n2 = a.shape
     for i in range(1, n0):
         for j in range(1, n1):
@@ -252,4 +244,4 @@ def lbp_integral(codes, g, out):
         tr = r // g + 1
         for c in range(wt * g):
             out[tr, c // g + 1, codes[r, c]] += 1
-    _cumsum2d_i4(out)
+    _cumsum2d(out)

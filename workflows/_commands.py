@@ -36,11 +36,19 @@ def _load(args: argparse.Namespace) -> Any:
     return exp
 
 
+def _add_config_args(p: argparse.ArgumentParser, *, data: bool = True, report: bool = True) -> None:
+    """CONFIG plus the flags that replace parts of it (--data, --store, --report)."""
+    p.add_argument("config", help="experiment YAML file, or a shipped config name (caltech101, imagenet2010, demo)")
+    if data:
+        p.add_argument("--data", metavar="URL", help="dataset root replacing the config's (same layout)")
+    p.add_argument("--store", metavar="URL", help="feature store URL replacing the config's (any fsspec URL)")
+    if report:
+        p.add_argument("--report", metavar="DIR", help="report folder replacing the config's")
+
+
 def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="images -> pooled features in the Zarr store (resumable)")
-    p.add_argument("config", help="experiment YAML file, or a shipped config name (caltech101, imagenet2010, demo)")
-    p.add_argument("--data", metavar="URL", help="dataset root replacing the config's (same layout)")
-    p.add_argument("--store", metavar="URL", help="feature store URL replacing the config's (any fsspec URL)")
+    _add_config_args(p, report=False)
     p.add_argument("--overwrite", action="store_true", help="replace a store made from another configuration")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _cluster_args(p)
@@ -58,8 +66,7 @@ def _run_extract(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="one-vs-all ASGD SVMs from the store, one actor per machine (resumable)")
-    p.add_argument("config", help="experiment YAML file, or a shipped config name (caltech101, imagenet2010, demo)")
-    p.add_argument("--store", metavar="URL", help="feature store URL replacing the config's (any fsspec URL)")
+    _add_config_args(p, data=False, report=False)
     p.add_argument("--sets", metavar="NAMES", help="comma-separated feature sets to train (default: all of the config)")
     p.add_argument("--epochs", type=int, metavar="N", help="total epochs (default: train.epochs of the config)")
     p.add_argument("--restart", action="store_true", help="drop stored models and scores of these sets, start over")
@@ -81,11 +88,6 @@ def _run_train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- run, evaluate, report, predict, demo (§5)
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="experiment YAML file, or a shipped config name (caltech101, imagenet2010, demo)")
-    p.add_argument("--data", metavar="URL", help="dataset root replacing the config's (same layout)")
-    p.add_argument("--store", metavar="URL", help="feature store URL replacing the config's (any fsspec URL)")
-    p.add_argument("--report", metavar="DIR", help="report folder replacing the config's")
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
