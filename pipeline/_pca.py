@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ._errors import ConfigError, DataError
 
@@ -40,8 +41,12 @@ def fit_pca(X: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
     Xd = X.astype(np.float64)
     mean = Xd.mean(axis=0)
     Xc = Xd - mean
-    cov = Xc.T @ Xc / (X.shape[0] - 1)
-    vals, vecs = np.linalg.eigh(cov)
+    # One BLAS thread: a multi-threaded GEMM sums in an order that depends on how
+    # many threads it got (fewer when another task holds the pool), and the codebook
+    # of a rerun must be bit-identical to the first.
+    with threadpool_limits(limits=1):
+        cov = Xc.T @ Xc / (X.shape[0] - 1)
+        vals, vecs = np.linalg.eigh(cov)
     order = np.argsort(vals)[::-1][: int(n_components)]
     comps = vecs[:, order].T
     signs = np.sign(comps[np.arange(comps.shape[0]), np.argmax(np.abs(comps), axis=1)])

@@ -26,6 +26,7 @@ from typing import Any
 import dask
 import dask.bag as db
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from lsic.pipeline import (
     Codebook,
@@ -99,6 +100,19 @@ def plan_extract(exp: Experiment, group: Any) -> ExtractPlan:
 
 # --------------------------------------------------------------------------- tasks (run on workers)
 
+
+def _single_blas_thread() -> None:
+    """Pin BLAS to one thread in the process running extraction tasks.
+
+    Extraction parallelises over images, and a multi-threaded GEMM (PCA
+    projection, codeword distances) sums in an order that depends on how many
+    threads it gets, so features would differ in the last bit between a first
+    run and a resumed one. Set once and left set: restoring it per task would
+    race between tasks sharing one process.
+    """
+    threadpool_limits(limits=1, user_api="blas")
+
+
 _CODEBOOK_CACHE: dict[tuple[str, str, str], Codebook] = {}
 
 
@@ -115,6 +129,7 @@ def _codebooks(g: Any, sets: Iterable[FeatureSet]) -> dict[str, Codebook]:
 
 def _descriptor_sample(rows: list[int], url: str, so: dict, exp: Experiment) -> dict[str, np.ndarray]:
     """Descriptors of a few training images, at most ``descriptors_per_image`` each, per kind."""
+    _single_blas_thread()
     g = _store.open_store(url, "r", so)
     kinds = sorted({fs.descriptor for fs in exp.feature_sets})
     out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
@@ -164,6 +179,7 @@ def extract_chunk(k: int, url: str, so: dict, exp: Experiment) -> dict[str, int]
     A row that cannot be read or decoded gets ``valid=False`` and its error;
     nothing else about it is written (its features stay zero).
     """
+    _single_blas_thread()
     g = _store.open_store(url, "a", so)
     chunk_rows = int(g.attrs["chunk_rows"])
     n = int(g.attrs["n_images"])

@@ -25,9 +25,9 @@ def test_extract_to_s3_equals_local(s3, dataset, reference, client):
     assert summary.n_images == zarr.open_group(ref_url, mode="r").attrs["n_images"]
     got = zarr.open_group(url, mode="r", storage_options=s3)
     want = arrays(ref_url)
-    # a separate run fits its own codebooks: k-means/PCA reductions on other threads may round differently
+    # a separate run fits its own codebooks; extraction is deterministic, so they and the features are equal
     for name in ("hog_lcc", "hoglbp_svc"):
-        np.testing.assert_allclose(got[f"features/{name}/X"][...], want[name], rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(got[f"features/{name}/X"][...], want[name])
     np.testing.assert_array_equal(got["valid"][...], want["valid"])
     import s3fs
 
