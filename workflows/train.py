@@ -320,11 +320,17 @@ class _ActorPool:
                 self.client.cancel([slot.future])
             except Exception:  # the worker is gone; nothing to release
                 pass
-            deadline = time.monotonic() + 60
+            start = time.monotonic()
             while True:
-                workers = {a: w for a, w in self._workers().items()
-                           if (a, str(w.get("local_directory", ""))) != lost}
-                if workers or time.monotonic() > deadline:
+                live = self._workers()
+                workers = {a: w for a, w in live.items() if (a, str(w.get("local_directory", ""))) != lost}
+                waited = time.monotonic() - start
+                if not workers and waited > 10 and lost[0] in live and \
+                        str(live[lost[0]].get("local_directory", "")) == lost[1]:
+                    # The call failed but the scheduler still lists that worker well after: it was
+                    # busy, not gone (a comm timeout while it trained). Restart on it, from the checkpoint.
+                    workers = {lost[0]: live[lost[0]]}
+                if workers or waited > 60:
                     break
                 time.sleep(0.5)
             if not workers:
