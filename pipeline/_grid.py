@@ -116,3 +116,27 @@ def patch_centres(shape: tuple[int, int], grid: DescriptorGrid) -> np.ndarray:
     if not out:
         return np.zeros((0, 2), np.float32)
     return np.concatenate(out).astype(np.float32)
+
+
+def grid_descriptors(integral: np.ndarray, g: int, shape: tuple[int, int], grid: DescriptorGrid,
+                     n_cells: int, dim: int, eps: float, clip: float) -> Descriptors:
+    """Descriptors of every patch size of ``grid`` from one integral histogram.
+
+    The shared tail of dense HOG and LBP: per patch size, the normalised cell
+    histograms of all its patches (:func:`._descriptor_kernels.patch_histograms`),
+    concatenated in grid order with their centres.
+    """
+    from ._descriptor_kernels import patch_histograms
+
+    h, w = shape
+    blocks = []
+    for p in grid.patch_sizes:
+        ys = patch_origins(h, p, grid.step)
+        xs = patch_origins(w, p, grid.step)
+        out = np.empty((ys.size * xs.size, dim), dtype=np.float32)
+        if out.shape[0]:
+            patch_histograms(integral, g, p, ys, xs, n_cells, eps, clip, out)
+        blocks.append(out)
+    values = np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
+    return Descriptors(values, patch_centres((h, w), grid), (h, w))
+

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _descriptor_kernels as _k
 from ._errors import ConfigError
-from ._grid import DescriptorGrid, Descriptors, lattice, patch_centres, patch_origins
+from ._grid import DescriptorGrid, Descriptors, grid_descriptors, lattice
 
 __all__ = ["dense_hog", "HOG_CELLS", "HOG_BINS", "HOG_DIM"]
 
@@ -67,16 +67,7 @@ def dense_hog(
     g = lattice(grid.step, cells + list(grid.patch_sizes))
     integral = np.zeros((h // g + 1, w // g + 1, HOG_BINS), dtype=np.float64)
     _k.hog_integral(img, HOG_BINS, grid.hog_signed, voting == "bilinear", g, integral)
-    blocks = []
-    for p in grid.patch_sizes:
-        ys = patch_origins(h, p, grid.step)
-        xs = patch_origins(w, p, grid.step)
-        out = np.empty((ys.size * xs.size, HOG_DIM), dtype=np.float32)
-        if out.shape[0]:
-            _k.patch_histograms(integral, g, p, ys, xs, HOG_CELLS, _EPS, _CLIP, out)
-        blocks.append(out)
-    values = np.concatenate(blocks) if blocks else np.zeros((0, HOG_DIM), np.float32)
-    return Descriptors(values, patch_centres((h, w), grid), (h, w))
+    return grid_descriptors(integral, g, (h, w), grid, HOG_CELLS, HOG_DIM, _EPS, _CLIP)
 
 
 def _as_image(image: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _descriptor_kernels as _k
-from ._grid import DescriptorGrid, Descriptors, lattice, patch_centres, patch_origins
+from ._grid import DescriptorGrid, Descriptors, grid_descriptors, lattice
 from ._hog import _as_image
 
 __all__ = ["dense_lbp", "lbp_codes", "LBP_CODES"]
@@ -84,13 +84,4 @@ def dense_lbp(image: np.ndarray, grid: DescriptorGrid = DescriptorGrid()) -> Des
     integral = np.zeros((h // g + 1, w // g + 1, LBP_CODES), dtype=np.int32)
     _k.lbp_integral(codes, g, integral)
     d = LBP_CODES * c * c
-    blocks = []
-    for p in grid.patch_sizes:
-        ys = patch_origins(h, p, grid.step)
-        xs = patch_origins(w, p, grid.step)
-        out = np.empty((ys.size * xs.size, d), dtype=np.float32)
-        if out.shape[0]:
-            _k.patch_histograms(integral, g, p, ys, xs, c, 0.0, np.inf, out)
-        blocks.append(out)
-    values = np.concatenate(blocks) if blocks else np.zeros((0, d), np.float32)
-    return Descriptors(values, patch_centres((h, w), grid), (h, w))
+    return grid_descriptors(integral, g, (h, w), grid, c, d, 0.0, np.inf)
