@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numba
@@ -248,11 +249,6 @@ class OneVsAllASGD:
                              self._V, self._U, self._P, self._b, self._bbar, self._t,
                              self.lam, self.eta0, self.c, self.avg_start, self.average,
                              self.fit_intercept, n_groups, 32)
-            elif dense:
-                # one BLAS thread for the margin GEMM; numba's pool does the per-class
-                # updates (the two pools spinning side by side halve both).
-                with threadpool_limits(1, user_api="blas"):
-                    self._block_pass(dense, Xd, data, indices, indptr, labels, rows)
             else:
                 self._block_pass(dense, Xd, data, indices, indptr, labels, rows)
         finally:
@@ -260,19 +256,41 @@ class OneVsAllASGD:
                 numba.set_num_threads(prev)
 
     def _block_pass(self, dense, Xd, data, indices, indptr, labels, rows) -> None:
-        """Block mode: margins by GEMM, scalar schedule in numba, rank-nb updates by GEMM."""
+        """Block mode over ``rows``: the classes split into one group per thread.
+
+        The binary problems are independent, so each group walks all the rows
+        on its own thread with serial kernels and one-thread BLAS: margins by
+        GEMM, scalar schedule in numba, rank-nb updates. Nothing is shared but
+        the (read-only) rows, and no thread pool spins next to another (numba's
+        OpenMP workers waiting beside OpenBLAS's halved the GEMM speed).
+        """
         K = self.n_classes
+        n_groups = min(K, self.n_threads or numba.get_num_threads())
+        sequential = bool(rows.size == labels.size and rows[0] == 0 and np.all(rows[1:] - rows[:-1] == 1))
+        bounds = [(g * K // n_groups, (g + 1) * K // n_groups) for g in range(n_groups)]
+        with threadpool_limits(1, user_api="blas"):
+            if n_groups == 1:
+                self._block_pass_group(0, K, dense, Xd, data, indices, indptr, labels, rows, sequential)
+                return
+            with ThreadPoolExecutor(n_groups, thread_name_prefix="lsic-asgd") as pool:
+                futures = [pool.submit(self._block_pass_group, k0, k1, dense, Xd, data, indices, indptr,
+                                       labels, rows, sequential) for k0, k1 in bounds]
+                for f in futures:
+                    f.result()
+
+    def _block_pass_group(self, k0, k1, dense, Xd, data, indices, indptr, labels, rows, sequential) -> None:
+        """Block mode for classes ``k0 .. k1 - 1`` (views of the state, updated in place)."""
+        classes, lam, eta0 = self.classes[k0:k1], self.lam[k0:k1], self.eta0[k0:k1]
+        V, P, b, bbar, t = self._V[k0:k1], self._P[k0:k1], self._b[k0:k1], self._bbar[k0:k1], self._t[k0:k1]
+        U = self._U[k0:k1] if self.average else _NO_U
+        K = k1 - k0
         m = rows.size
-        sequential = bool(m == labels.size and np.all(rows[1:] - rows[:-1] == 1) and rows[0] == 0)
         pos = 0
-        B = self.block_size
-        V, U = self._V, self._U
         while pos < m:
-            _k.renorm_due(V, U, self._P, self._t, self.lam, self.eta0, self.c, self.avg_start, self.average)
-            nb = _k.steps_before_renorm(self._P, self._t, self.lam, self.eta0, self.c, self.avg_start,
-                                        self.average, min(B, m - pos))
+            _k.renorm_due(V, U, P, t, lam, eta0, self.c, self.avg_start, self.average)
+            nb = _k.steps_before_renorm(P, t, lam, eta0, self.c, self.avg_start, self.average,
+                                        min(self.block_size, m - pos))
             idx = rows[pos:pos + nb]
-            blabels = labels[idx]
             if dense:
                 Xb = Xd[pos:pos + nb] if sequential else Xd[idx]
                 M = Xb @ V.T
@@ -280,17 +298,18 @@ class OneVsAllASGD:
             else:
                 bdata, bind, bptr = _gather_csr(data, indices, indptr, idx)
                 M = np.empty((nb, K), np.float32)
-                _k.csr_margins(bdata, bind, bptr, V, M)
-                Xb = sp.csr_array((bdata, bind, bptr), shape=(nb, self.n_features))
-                G = (Xb @ Xb.T).toarray().astype(np.float32, copy=False) if self.block_gram else _NO_GRAM
+                _k.csr_margins_serial(bdata, bind, bptr, V, M)
+                if self.block_gram:
+                    Xb = sp.csr_array((bdata, bind, bptr), shape=(nb, self.n_features))
+                    G = (Xb @ Xb.T).toarray().astype(np.float32, copy=False)
+                else:
+                    G = _NO_GRAM
             CV = np.empty((nb, K), np.float32)
             CU = np.zeros((nb, K), np.float32)
-            coefficients = _k.block_coefficients if dense else _k.block_coefficients_parallel
-            coefficients(M, G, blabels, self.classes, self._P, self._b, self._bbar, self._t,
-                                  self.lam, self.eta0, self.c, self.avg_start, self.average,
-                                  self.fit_intercept, CV, CU)
+            _k.block_coefficients(M, G, labels[idx], classes, P, b, bbar, t, lam, eta0, self.c,
+                                  self.avg_start, self.average, self.fit_intercept, CV, CU)
             if dense:
-                _k.dense_rank_update(Xb, CV, V, CU, U if self.average else _NO_U)
+                _k.dense_rank_update(Xb, CV, V, CU, U)
             else:
                 _k.csr_rank_update(bdata, bind, bptr, CV, V)
                 if self.average:

@@ -315,14 +315,13 @@ def _block_coefficients(M, G, blabels, classes, P, b, bbar, t, lam, eta0, c, avg
         bbar[k] = bbk
 
 
-# Dense block mode leaves the threads to BLAS (numba's OpenMP pool spinning next
-# to OpenBLAS's halves GEMM speed), CSR block mode has no BLAS and uses prange.
+# Block mode runs one class group per Python thread (OneVsAllASGD._block_pass) with
+# one-thread BLAS for the margins, so its kernels are serial: numba's OpenMP pool
+# spinning next to OpenBLAS's halves GEMM speed.
 block_coefficients = njit(parallel=False, **_KW)(_block_coefficients)
-block_coefficients_parallel = njit(parallel=True, **_KW)(_block_coefficients)
 
 
-@njit(parallel=True, **_KW)
-def csr_margins(data, indices, indptr, V, out):
+def _csr_margins(data, indices, indptr, V, out):
     """out[i, k] = x_i . v_k for CSR rows (nb rows) against V (K, d); float32."""
     nb = indptr.shape[0] - 1
     K = V.shape[0]
@@ -335,12 +334,16 @@ def csr_margins(data, indices, indptr, V, out):
             out[i, k] = s
 
 
-@njit(parallel=True, **_KW)
+csr_margins = njit(parallel=True, **_KW)(_csr_margins)
+csr_margins_serial = njit(parallel=False, **_KW)(_csr_margins)
+
+
+@njit(**_KW)
 def csr_rank_update(data, indices, indptr, C, V):
     """V[k] += sum_i C[i, k] x_i for CSR rows (the rank-nb update of block mode)."""
     nb = indptr.shape[0] - 1
     K = V.shape[0]
-    for k in prange(K):
+    for k in range(K):
         v = V[k]
         for i in range(nb):
             a = C[i, k]
@@ -349,7 +352,7 @@ def csr_rank_update(data, indices, indptr, C, V):
                     v[indices[p]] += a * data[p]
 
 
-@njit(parallel=True, fastmath=True, **_KW)
+@njit(fastmath=True, **_KW)
 def dense_rank_update(Xb, C, V, CU, U):
     """V[k] += sum_i C[i, k] Xb[i] and U[k] += sum_i CU[i, k] Xb[i] over the hinge-active pairs.
 
@@ -360,7 +363,7 @@ def dense_rank_update(Xb, C, V, CU, U):
     K = V.shape[0]
     d = Xb.shape[1]
     with_u = U.shape[0] == K
-    for k in prange(K):
+    for k in range(K):
         v = V[k]
         for i in range(nb):
             a = C[i, k]
