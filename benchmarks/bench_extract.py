@@ -45,11 +45,11 @@ PAPER_MEGAPIXELS = 500 * 375 / 1e6  # an ImageNet photo shrunk to 500 px
 
 
 def feature_pass(exp, workers: int, repeats: int) -> list[float]:
-    from distributed import Client, LocalCluster
+    """Images/s of ``repeats`` feature passes on a local cluster as ``lsic extract`` starts it."""
+    from lsic.cluster import make_client
 
     rates = []
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with make_client("local", stage="extract", workers=workers, threads_per_worker=1) as client:
         for _ in range(repeats):
             g = zarr.open_group(exp.store.url, mode="a")
             g["progress/extract"][...] = False

@@ -43,6 +43,10 @@ def _cluster_class(kind: str) -> Any:
     return getattr(dask_jobqueue, JOBQUEUE_CLASSES[kind])
 
 
+#: loaded by every batch-system nanny before it spawns its worker (see lsic.cluster.worker_env)
+PRELOAD_NANNY = "lsic.cluster.worker_env"
+
+
 def jobqueue_sizing(settings: ClusterSettings) -> tuple[dict[str, Any], int, int]:
     """Keyword arguments for the dask-jobqueue class and the number of jobs to submit.
 
@@ -90,6 +94,11 @@ def jobqueue_sizing(settings: ClusterSettings) -> tuple[dict[str, Any], int, int
         configured = dask.config.get(f"jobqueue.{kind}.processes", None)
         processes = int(configured) if configured else None  # type: ignore[assignment]
     kwargs["cores"] = cores
+    extra = kwargs.get("worker_extra_args", dask.config.get(f"jobqueue.{kind}.worker-extra-args", None))
+    extra = list(extra or [])
+    if PRELOAD_NANNY not in extra:
+        extra += ["--preload-nanny", PRELOAD_NANNY]
+    kwargs["worker_extra_args"] = extra
     if processes is not None:
         kwargs["processes"] = processes
     if settings.memory_limit is not None and "memory" not in kwargs:

@@ -165,3 +165,37 @@ def test_job_script_does_not_need_a_batch_system(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert "#SBATCH" in job_script("slurm", stage="train", cores=2, memory="2GB")
     assert os.environ["PATH"] == str(tmp_path)
+
+
+def test_batch_workers_load_lsic_worker_env_before_spawning():
+    script = job_script("slurm", stage="extract", cores=4, memory="8GB")
+    worker = [ln for ln in script.splitlines() if "dask_worker" in ln][0]
+    assert "--preload-nanny lsic.cluster.worker_env" in worker
+    # a site's own worker arguments are kept, and the preload is not added twice
+    with dask.config.set({"jobqueue.slurm.worker-extra-args": ["--lifetime", "1h"]}):
+        script = job_script("slurm", stage="train", cores=4, memory="8GB",
+                            worker_extra_args=["--lifetime", "2h", "--preload-nanny", "lsic.cluster.worker_env"])
+    worker = [ln for ln in script.splitlines() if "dask_worker" in ln][0]
+    assert "--lifetime 2h" in worker and worker.count("lsic.cluster.worker_env") == 1
+
+
+class _FakeNanny:
+    def __init__(self, env):
+        self.pre_spawn_env = dict(env)
+
+
+def test_worker_env_preload_drops_distributed_malloc_trim_unless_asked(monkeypatch):
+    from lsic.cluster import worker_env
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    # what distributed's nanny computes from its own defaults on a node that never imported lsic
+    nanny = _FakeNanny({"MALLOC_TRIM_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "6640"})
+    worker_env.dask_setup(nanny)
+    env = nanny.pre_spawn_env
+    assert "MALLOC_TRIM_THRESHOLD_" not in env
+    assert env["OMP_NUM_THREADS"] == "1" and env["PYTHONHASHSEED"] == "6640"  # the rest is kept
+    # a site that wants trimming sets it in its dask config (or exports it: the worker inherits it)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 131072}):
+        nanny = _FakeNanny({"MALLOC_TRIM_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"})
+        worker_env.dask_setup(nanny)
+        assert nanny.pre_spawn_env["MALLOC_TRIM_THRESHOLD_"] == "131072"

@@ -41,6 +41,17 @@ def test_local_extract_listens_on_loopback_only(caplog):
     assert cluster.status.name == "closed"
 
 
+def _malloc_trim():
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_local_workers_keep_glibc_malloc_thresholds(monkeypatch):
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with make_client(stage="extract", workers=1) as client:
+        # distributed's default 65536 would be set here (see cluster.yaml)
+        assert list(client.run(_malloc_trim).values()) == [None]
+
+
 def test_local_train_is_one_process_with_every_core():
     with make_client("local", stage="train") as client:
         workers = client.scheduler_info()["workers"]

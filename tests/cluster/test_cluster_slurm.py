@@ -103,6 +103,8 @@ def test_extract_sizing_runs_tasks_and_a_pinned_actor(slurm_config):
         jobs = {job for _, job in places.values()}
         assert len(pids) == 2 and os.getpid() not in pids
         assert len(jobs) == 1 and None not in jobs  # both run inside the one SLURM job
+        # the nanny preload lsic.cluster.worker_env ran on the node: no MALLOC_TRIM_THRESHOLD_
+        assert client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_") == {w: None for w in workers}
         # plain tasks spread over the workers
         assert sum(client.gather(client.map(lambda i: i * i, range(50)))) == sum(i * i for i in range(50))
         # an actor pinned to one worker runs in exactly that worker's process
