@@ -137,39 +137,41 @@ def main(argv=None):
     ap.add_argument("--sgd-curve-epochs", type=int, default=30, help="max plain SGD epochs of the curve")
     ap.add_argument("--lam", type=float, default=1e-4)
     ap.add_argument("--linearsvc-max-iter", type=int, default=100)
-    ap.add_argument("--no-csr", action="store_true")
+    ap.add_argument("--no-csr", action="store_true", help="skip the CSR problem")
+    ap.add_argument("--no-dense", action="store_true", help="skip the dense problem (CSR only)")
     args = ap.parse_args(argv)
     if args.quick:
         args.n_train, args.n_test, args.d, args.csr_d = 4000, 1000, 2048, 8192
     n, nt, d, K = args.n_train, args.n_test, args.d, args.classes
     load0 = os.getloadavg()
-    X, y = make_dense(n + nt, d, K, 0.1, 0)
-    Xtr, ytr, Xte, yte = X[:n], y[:n], X[n:], y[n:]
-    dense = run(Xtr, ytr, Xte, yte, K, args.epochs, args, "dense")
-    target = dense["svc"]["acc"] - 0.01
-    e_asgd, acc_asgd = curve(Xtr, ytr, Xte, yte, args.lam, True, "block", args.curve_epochs, target)
-    e_sgd, acc_sgd = curve(Xtr, ytr, Xte, yte, args.lam, False, "block", args.sgd_curve_epochs, target)
-    out = {
-        "n_rows": n, "n_test": nt, "n_features": d, "n_classes": K, "epochs": args.epochs, "lam": args.lam,
-        "repeats": args.repeats, "exact_repeats": args.exact_repeats or args.repeats,
-        "peer_repeats": args.peer_repeats,
-        "rows_classes_per_s": dense["block"]["rows_classes_per_s"],
-        "rows_classes_per_s_exact": dense["exact"]["rows_classes_per_s"],
-        "rows_classes_per_s_sgdclassifier": dense["sgd"]["rows_classes_per_s"],
-        "speedup_vs_sgdclassifier": dense["sgd"]["s"] / dense["block"]["s"],
-        "speedup_exact_vs_sgdclassifier": dense["sgd"]["s"] / dense["exact"]["s"],
-        "acc": dense["block"]["acc"], "acc_exact": dense["exact"]["acc"],
-        "acc_sgdclassifier": dense["sgd"]["acc"], "acc_linearsvc": dense["svc"]["acc"],
-        "s_block": dense["block"]["s"], "s_exact": dense["exact"]["s"], "s_sgdclassifier": dense["sgd"]["s"],
-        "s_linearsvc": dense["svc"]["s"], "linearsvc_max_iter": args.linearsvc_max_iter,
-        "linearsvc_n_iter": dense["svc"]["n_iter"],
-        "eta0_block": dense["block"]["eta0"], "eta0_exact": dense["exact"]["eta0"],
-        "epochs_to_within_1pt_of_linearsvc": e_asgd, "sgd_epochs_to_same": e_sgd,
-        "sgd_curve_max_epochs": args.sgd_curve_epochs,
-        "acc_by_epoch_asgd": acc_asgd, "acc_by_epoch_sgd": acc_sgd,
-        "vw": "installed but not run" if shutil.which("vw") else "not installed",
-    }
-    del X, Xtr, Xte
+    out = {"n_rows": n, "n_test": nt, "n_classes": K, "lam": args.lam, "repeats": args.repeats,
+           "exact_repeats": args.exact_repeats or args.repeats, "peer_repeats": args.peer_repeats,
+           "vw": "installed but not run" if shutil.which("vw") else "not installed"}
+    if not args.no_dense:
+        X, y = make_dense(n + nt, d, K, 0.1, 0)
+        Xtr, ytr, Xte, yte = X[:n], y[:n], X[n:], y[n:]
+        dense = run(Xtr, ytr, Xte, yte, K, args.epochs, args, "dense")
+        target = dense["svc"]["acc"] - 0.01
+        e_asgd, acc_asgd = curve(Xtr, ytr, Xte, yte, args.lam, True, "block", args.curve_epochs, target)
+        e_sgd, acc_sgd = curve(Xtr, ytr, Xte, yte, args.lam, False, "block", args.sgd_curve_epochs, target)
+        out.update({
+            "n_features": d, "epochs": args.epochs,
+            "rows_classes_per_s": dense["block"]["rows_classes_per_s"],
+            "rows_classes_per_s_exact": dense["exact"]["rows_classes_per_s"],
+            "rows_classes_per_s_sgdclassifier": dense["sgd"]["rows_classes_per_s"],
+            "speedup_vs_sgdclassifier": dense["sgd"]["s"] / dense["block"]["s"],
+            "speedup_exact_vs_sgdclassifier": dense["sgd"]["s"] / dense["exact"]["s"],
+            "acc": dense["block"]["acc"], "acc_exact": dense["exact"]["acc"],
+            "acc_sgdclassifier": dense["sgd"]["acc"], "acc_linearsvc": dense["svc"]["acc"],
+            "s_block": dense["block"]["s"], "s_exact": dense["exact"]["s"], "s_sgdclassifier": dense["sgd"]["s"],
+            "s_linearsvc": dense["svc"]["s"], "linearsvc_max_iter": args.linearsvc_max_iter,
+            "linearsvc_n_iter": dense["svc"]["n_iter"],
+            "eta0_block": dense["block"]["eta0"], "eta0_exact": dense["exact"]["eta0"],
+            "epochs_to_within_1pt_of_linearsvc": e_asgd, "sgd_epochs_to_same": e_sgd,
+            "sgd_curve_max_epochs": args.sgd_curve_epochs,
+            "acc_by_epoch_asgd": acc_asgd, "acc_by_epoch_sgd": acc_sgd,
+        })
+        del X, Xtr, Xte
     if not args.no_csr:
         Xc, yc = make_csr(n + nt, args.csr_d, K, 0.05, 0.1, 1)
         csr = run(Xc[:n], yc[:n], Xc[n:], yc[n:], K, 1, args, "csr")

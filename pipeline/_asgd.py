@@ -279,42 +279,65 @@ class OneVsAllASGD:
                     f.result()
 
     def _block_pass_group(self, k0, k1, dense, Xd, data, indices, indptr, labels, rows, sequential) -> None:
-        """Block mode for classes ``k0 .. k1 - 1`` (views of the state, updated in place)."""
+        """Block mode for classes ``k0 .. k1 - 1`` (views of the state, updated in place).
+
+        CSR rows work on transposed copies of the group's v and u, (d, K): a
+        non-zero then reads and updates one contiguous row of class values; the
+        copies are written back at the end and around every fold-back.
+        """
         classes, lam, eta0 = self.classes[k0:k1], self.lam[k0:k1], self.eta0[k0:k1]
         V, P, b, bbar, t = self._V[k0:k1], self._P[k0:k1], self._b[k0:k1], self._bbar[k0:k1], self._t[k0:k1]
         U = self._U[k0:k1] if self.average else _NO_U
+        VT = UT = None
+        if not dense:
+            VT, UT = np.ascontiguousarray(V.T), np.ascontiguousarray(U.T) if self.average else _NO_U
         K = k1 - k0
         m = rows.size
         pos = 0
-        while pos < m:
-            _k.renorm_due(V, U, P, t, lam, eta0, self.c, self.avg_start, self.average)
-            nb = _k.steps_before_renorm(P, t, lam, eta0, self.c, self.avg_start, self.average,
-                                        min(self.block_size, m - pos))
-            idx = rows[pos:pos + nb]
-            if dense:
-                Xb = Xd[pos:pos + nb] if sequential else Xd[idx]
-                M = Xb @ V.T
-                G = Xb @ Xb.T if self.block_gram else _NO_GRAM
-            else:
-                bdata, bind, bptr = _gather_csr(data, indices, indptr, idx)
-                M = np.empty((nb, K), np.float32)
-                _k.csr_margins_serial(bdata, bind, bptr, V, M)
-                if self.block_gram:
-                    Xb = sp.csr_array((bdata, bind, bptr), shape=(nb, self.n_features))
-                    G = (Xb @ Xb.T).toarray().astype(np.float32, copy=False)
+        try:
+            while pos < m:
+                nb = _k.steps_before_renorm(P, t, lam, eta0, self.c, self.avg_start, self.average,
+                                            min(self.block_size, m - pos))
+                if nb == 0:
+                    if VT is not None:
+                        self._store_transposed(V, U, VT, UT)
+                    _k.renorm_due(V, U, P, t, lam, eta0, self.c, self.avg_start, self.average)
+                    if VT is not None:
+                        VT[...] = V.T
+                        if self.average:
+                            UT[...] = U.T
+                    continue
+                idx = rows[pos:pos + nb]
+                if dense:
+                    Xb = Xd[pos:pos + nb] if sequential else Xd[idx]
+                    M = Xb @ V.T
+                    G = Xb @ Xb.T if self.block_gram else _NO_GRAM
                 else:
-                    G = _NO_GRAM
-            CV = np.empty((nb, K), np.float32)
-            CU = np.zeros((nb, K), np.float32)
-            _k.block_coefficients(M, G, labels[idx], classes, P, b, bbar, t, lam, eta0, self.c,
-                                  self.avg_start, self.average, self.fit_intercept, CV, CU)
-            if dense:
-                _k.dense_rank_update(Xb, CV, V, CU, U)
-            else:
-                _k.csr_rank_update(bdata, bind, bptr, CV, V)
-                if self.average:
-                    _k.csr_rank_update(bdata, bind, bptr, CU, U)
-            pos += nb
+                    bdata, bind, bptr = _gather_csr(data, indices, indptr, idx)
+                    M = np.empty((nb, K), np.float32)
+                    _k.csr_margins_t(bdata, bind, bptr, VT, M)
+                    if self.block_gram:
+                        Xb = sp.csr_array((bdata, bind, bptr), shape=(nb, self.n_features))
+                        G = (Xb @ Xb.T).toarray().astype(np.float32, copy=False)
+                    else:
+                        G = _NO_GRAM
+                CV = np.empty((nb, K), np.float32)
+                CU = np.zeros((nb, K), np.float32)
+                _k.block_coefficients(M, G, labels[idx], classes, P, b, bbar, t, lam, eta0, self.c,
+                                      self.avg_start, self.average, self.fit_intercept, CV, CU)
+                if dense:
+                    _k.dense_rank_update(Xb, CV, V, CU, U)
+                else:
+                    _k.csr_rank_update_t(bdata, bind, bptr, CV, VT, CU, UT)
+                pos += nb
+        finally:
+            if VT is not None:
+                self._store_transposed(V, U, VT, UT)
+
+    def _store_transposed(self, V, U, VT, UT) -> None:
+        V[...] = VT.T
+        if self.average:
+            U[...] = UT.T
 
     def _choose_eta0(self, dense, Xd, data, indices, indptr, labels, rows) -> None:
         """Bottou-style eta0 from the first rows of the first chunk, one value per lambda (class Notes)."""

@@ -321,8 +321,9 @@ def _block_coefficients(M, G, blabels, classes, P, b, bbar, t, lam, eta0, c, avg
 block_coefficients = njit(parallel=False, **_KW)(_block_coefficients)
 
 
-def _csr_margins(data, indices, indptr, V, out):
-    """out[i, k] = x_i . v_k for CSR rows (nb rows) against V (K, d); float32."""
+@njit(parallel=True, **_KW)
+def csr_margins(data, indices, indptr, V, out):
+    """out[i, k] = x_i . v_k for CSR rows (nb rows) against V (K, d); float32 (decision_function)."""
     nb = indptr.shape[0] - 1
     K = V.shape[0]
     for k in prange(K):
@@ -334,22 +335,54 @@ def _csr_margins(data, indices, indptr, V, out):
             out[i, k] = s
 
 
-csr_margins = njit(parallel=True, **_KW)(_csr_margins)
-csr_margins_serial = njit(parallel=False, **_KW)(_csr_margins)
+
+@njit(**_KW)
+def csr_margins_t(data, indices, indptr, VT, out):
+    """out[i, k] = x_i . v_k for CSR rows against the transposed vectors ``VT`` (d, K); float32.
+
+    Each non-zero reads one contiguous K-row of ``VT`` (vectorised over the
+    classes) instead of K scattered loads, one per class vector.
+    """
+    nb = indptr.shape[0] - 1
+    K = VT.shape[1]
+    for i in range(nb):
+        acc = out[i]
+        for k in range(K):
+            acc[k] = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            a = data[p]
+            row = VT[indices[p]]
+            for k in range(K):
+                acc[k] += a * row[k]
 
 
 @njit(**_KW)
-def csr_rank_update(data, indices, indptr, C, V):
-    """V[k] += sum_i C[i, k] x_i for CSR rows (the rank-nb update of block mode)."""
+def csr_rank_update_t(data, indices, indptr, C, VT, CU, UT):
+    """VT[:, k] += sum_i C[i, k] x_i and UT[:, k] += sum_i CU[i, k] x_i (transposed, CSR rows).
+
+    Only the hinge-active classes of a row are touched (the u-coefficient is
+    zero wherever the v-coefficient is); ``UT`` may be empty (no averaging).
+    """
     nb = indptr.shape[0] - 1
-    K = V.shape[0]
-    for k in range(K):
-        v = V[k]
-        for i in range(nb):
-            a = C[i, k]
-            if a != 0.0:
-                for p in range(indptr[i], indptr[i + 1]):
-                    v[indices[p]] += a * data[p]
+    K = VT.shape[1]
+    with_u = UT.shape[1] == K
+    active = np.empty(K, np.int64)
+    for i in range(nb):
+        n_act = 0
+        for k in range(K):
+            if C[i, k] != 0.0 or (with_u and CU[i, k] != 0.0):
+                active[n_act] = k
+                n_act += 1
+        if n_act == 0:
+            continue
+        for p in range(indptr[i], indptr[i + 1]):
+            x = data[p]
+            j = indices[p]
+            for q in range(n_act):
+                k = active[q]
+                VT[j, k] += C[i, k] * x
+                if with_u:
+                    UT[j, k] += CU[i, k] * x
 
 
 @njit(fastmath=True, **_KW)
