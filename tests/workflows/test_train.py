@@ -392,3 +392,59 @@ def test_s3_store_resume_matches(s3, threads_client):
     rows = np.asarray(g["scores/a/test_rows"][...])
     np.testing.assert_allclose(g["scores/a/test"][...], data["X"]["a"][rows] @ m.coef_.T + m.intercept_,
                                rtol=1e-5, atol=1e-5)
+
+
+class _FakeFuture:
+    def __init__(self, value=None):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def test_busy_worker_still_listed_gets_its_actor_back_from_the_checkpoint(monkeypatch):
+    """Regression: a call failed with a comm error while the only worker was busy training.
+
+    The scheduler kept listing that same worker (address and directory), so after
+    the grace period the actor is restarted there from the checkpoint instead of
+    the run aborting with "all workers were lost".
+    """
+    from lsic.workflows import train as train_mod
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(train_mod.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(train_mod.time, "sleep", lambda s: clock.__setitem__("t", clock["t"] + s))
+    worker = {"tcp://127.0.0.1:4000": {"local_directory": "/tmp/w0", "host": "127.0.0.1", "nthreads": 2}}
+    restored, started = [], []
+
+    class _Actor:
+        def restore(self, epoch):
+            restored.append(epoch)
+            return _FakeFuture(0)
+
+    class _Client:
+        def cancel(self, futures):
+            pass
+
+    pool = object.__new__(train_mod._ActorPool)
+    pool.client = _Client()
+    slot = train_mod._Slot(0, 0, 4)
+    slot.address, slot.worker_dir, slot.host = "tcp://127.0.0.1:4000", "/tmp/w0", "127.0.0.1"
+    pool.slots = [slot]
+    monkeypatch.setattr(pool, "_workers", lambda: dict(worker))
+
+    def _start(s, addr, info):
+        started.append((addr, clock["t"]))
+        s.address, s.worker_dir, s.actor = addr, info["local_directory"], _Actor()
+
+    monkeypatch.setattr(pool, "_start", _start)
+    pool._replace(slot, restore_epoch=3)
+    assert [a for a, _ in started] == ["tcp://127.0.0.1:4000"] and restored == [3]
+    assert 10 < started[0][1] < 60  # only after the grace period, well before giving up
+    # a worker that came back with another directory is a new process: that is a real loss
+    worker["tcp://127.0.0.1:4000"] = {"local_directory": "/tmp/w1", "host": "127.0.0.1", "nthreads": 2}
+    slot.address, slot.worker_dir = "tcp://127.0.0.1:4000", "/tmp/w0"
+    started.clear()
+    t0 = clock["t"]
+    pool._replace(slot, restore_epoch=3)
+    assert started[0][1] - t0 < 1  # the new worker is taken at once
