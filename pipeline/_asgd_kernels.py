@@ -154,6 +154,26 @@ def _advance(P, k, eta, alpha, lam, average, active):
     return eta * r11, eta * (r21 + alpha * r22)
 
 
+@njit(**_KW)
+def _class_step(P, k, eta, alpha, lam, y, margin, bk, bbk, average, fit_intercept):
+    """The scalar part of one step of class k on a row with target ``y`` and ``x . v_k = margin``.
+
+    Applies T_t to P (eq. 8), the intercept step and its average. Returns
+    ``(cv, cu, b, bbar)``: the signed coefficients of x in the v and u updates
+    of eq. 9 (both 0 when the row is not hinge-active) and the new intercepts.
+    Shared by the per-row and the block kernels, so the two modes cannot drift apart.
+    """
+    active = y * (P[k, 0] * margin + bk) < 1.0
+    cv, cu = _advance(P, k, eta, alpha, lam, average, active)
+    if active and fit_intercept:
+        bk += eta * y
+    if average:
+        bbk = (1.0 - alpha) * bbk + alpha * bk
+    else:
+        bbk = bk
+    return y * cv, y * cu, bk, bbk
+
+
 @njit(parallel=True, **_KW)
 def asgd_rows(dense, X, data, indices, indptr, rows, labels, classes,
               V, U, P, b, bbar, t, lam, eta0, c, avg_start, average, fit_intercept,
@@ -203,18 +223,11 @@ def asgd_rows(dense, X, data, indices, indptr, rows, labels, classes,
                         _renorm_class(V, U, P, k, average, alpha >= 1.0)
                     y = 1.0 if labels[i] == cls else -1.0
                     d = _dot(dense, X, data, indices, indptr, i, v)
-                    active = y * (P[k, 0] * d + bk) < 1.0
-                    cv, cu = _advance(P, k, eta, alpha, lam[k], average, active)
-                    if active:
-                        _axpy(dense, X, data, indices, indptr, i, y * cv, v)
-                        if average and cu != 0.0:
-                            _axpy(dense, X, data, indices, indptr, i, y * cu, U[k])
-                        if fit_intercept:
-                            bk += eta * y
-                    if average:
-                        bbk = (1.0 - alpha) * bbk + alpha * bk
-                    else:
-                        bbk = bk
+                    cv, cu, bk, bbk = _class_step(P, k, eta, alpha, lam[k], y, d, bk, bbk, average, fit_intercept)
+                    if cv != 0.0:
+                        _axpy(dense, X, data, indices, indptr, i, cv, v)
+                    if cu != 0.0:
+                        _axpy(dense, X, data, indices, indptr, i, cu, U[k])
                     tk += 1
                 t[k] = tk
                 b[k] = bk
@@ -295,20 +308,9 @@ def _block_coefficients(M, G, blabels, classes, P, b, bbar, t, lam, eta0, c, avg
                     cj = CV[j, k]
                     if cj != 0.0:
                         d += cj * G[i, j]
-            active = y * (P[k, 0] * d + bk) < 1.0
-            cv, cu = _advance(P, k, eta, alpha, lam[k], average, active)
-            if active:
-                CV[i, k] = np.float32(y * cv)
-                CU[i, k] = np.float32(y * cu)
-                if fit_intercept:
-                    bk += eta * y
-            else:
-                CV[i, k] = 0.0
-                CU[i, k] = 0.0
-            if average:
-                bbk = (1.0 - alpha) * bbk + alpha * bk
-            else:
-                bbk = bk
+            cv, cu, bk, bbk = _class_step(P, k, eta, alpha, lam[k], y, d, bk, bbk, average, fit_intercept)
+            CV[i, k] = np.float32(cv)
+            CU[i, k] = np.float32(cu)
             tk += 1
         t[k] = tk
         b[k] = bk
