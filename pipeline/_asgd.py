@@ -130,8 +130,10 @@ class OneVsAllASGD:
     so that the decay factor 1 - lam eta stays positive.
 
     Automatic eta0 (as in Bottou's sgd code): on the first ``ETA0_SAMPLE_ROWS``
-    rows of the first chunk, every candidate ``f / mean ||x||^2`` with f in
-    ``ETA0_FACTORS`` (capped below 1/lam) runs ``ETA0_TRIAL_PASSES`` passes of
+    rows of the first chunk, candidates ``f / mean ||x||^2`` with f in
+    ``ETA0_FACTORS`` (capped below 1/lam), visited by a bracketing walk from
+    f = 1 and 2 towards the lower objective until it stops falling (3 to 5
+    trials where a full sweep took 11), each run ``ETA0_TRIAL_PASSES`` passes of
     the real run (same schedule, averaging and mode) for the
     ``ETA0_TRIAL_CLASSES`` most frequent labels of the sample; the candidate
     with the lowest eq. 3 objective (on the sample, mean over those classes) is
@@ -361,27 +363,54 @@ class OneVsAllASGD:
         tcls = ids[np.lexsort((ids, -counts))][:ETA0_TRIAL_CLASSES]
         lams = np.unique(self.lam[todo])
         L, T, C = lams.size, tcls.size, cands.size
-        cls = np.tile(np.repeat(tcls, C), L)
-        lam = np.repeat(lams, T * C)
-        eta = np.minimum(np.tile(cands, L * T), 0.5 / lam)
         # the trial is the real run (same schedule, averaging and mode) on the sample: block mode
         # with stale in-block margins tolerates smaller steps than the per-row algorithm
         average = self.avg_start if self.average and self.avg_start > 0 else self.average
-        trial = OneVsAllASGD(self.n_features, cls, lam=lam, eta0=eta, c=self.c, average=average,
-                             fit_intercept=self.fit_intercept, mode=self.mode, n_threads=self.n_threads,
-                             block_size=self.block_size, block_gram=self.block_gram)
-        for _ in range(ETA0_TRIAL_PASSES):
-            if dense:
-                trial._partial_fit_rows(True, Xs, data, indices, indptr, slabels, None)
-            else:
-                trial._partial_fit_rows(False, Xd, sdata, sind, sptr, slabels, None)
-        W = trial.coef_
-        scores = np.asarray(Xs @ W.T, dtype=np.float64) + trial.intercept_
-        yy = np.where(slabels[:, None] == cls[None, :], 1.0, -1.0)
-        obj = 0.5 * lam * np.einsum("kj,kj->k", W, W, dtype=np.float64) + np.maximum(0.0, 1.0 - yy * scores).mean(0)
-        obj = np.where(np.isfinite(obj), obj, np.inf).reshape(L, T, C).mean(1)
-        best = np.argmin(obj, axis=1)
-        chosen = eta.reshape(L, T, C)[np.arange(L), 0, best]
+
+        def objectives(pairs: list[tuple[int, int]]) -> list[float]:
+            """Mean eq. 3 objective over the trial classes after the trial passes, per (lambda, candidate)."""
+            lam = np.repeat([lams[li] for li, _ in pairs], T)
+            eta = np.minimum(np.repeat([cands[ci] for _, ci in pairs], T), 0.5 / lam)
+            cls = np.tile(tcls, len(pairs))
+            trial = OneVsAllASGD(self.n_features, cls, lam=lam, eta0=eta, c=self.c, average=average,
+                                 fit_intercept=self.fit_intercept, mode=self.mode, n_threads=self.n_threads,
+                                 block_size=self.block_size, block_gram=self.block_gram)
+            for _ in range(ETA0_TRIAL_PASSES):
+                if dense:
+                    trial._partial_fit_rows(True, Xs, data, indices, indptr, slabels, None)
+                else:
+                    trial._partial_fit_rows(False, Xd, sdata, sind, sptr, slabels, None)
+            W = trial.coef_
+            scores = np.asarray(Xs @ W.T, dtype=np.float64) + trial.intercept_
+            yy = np.where(slabels[:, None] == cls[None, :], 1.0, -1.0)
+            obj = 0.5 * lam * np.einsum("kj,kj->k", W, W, dtype=np.float64) + \
+                np.maximum(0.0, 1.0 - yy * scores).mean(0)
+            return list(np.where(np.isfinite(obj), obj, np.inf).reshape(len(pairs), T).mean(1))
+
+        # Bottou's bracketing: start at 1 / mean ||x||^2 and its double, walk towards the lower
+        # objective while it keeps falling; every lambda walks on its own, all in one trial per round
+        obj = np.full((L, C), np.nan)
+        start = min(ETA0_FACTORS.index(1.0), C - 2)
+        todo_pairs = [(li, ci) for li in range(L) for ci in (start, start + 1)]
+        step = np.zeros(L, int)
+        while todo_pairs:
+            for (li, ci), value in zip(todo_pairs, objectives(todo_pairs)):
+                obj[li, ci] = value
+            todo_pairs = []
+            for li in range(L):
+                if step[li] == 0:
+                    step[li] = 1 if obj[li, start + 1] < obj[li, start] else -1
+                    last = start + 1 if step[li] > 0 else start
+                else:
+                    last = np.flatnonzero(~np.isnan(obj[li]))[-1 if step[li] > 0 else 0]
+                    prev = last - step[li]
+                    if not obj[li, last] < obj[li, prev]:
+                        continue  # the objective stopped falling: bracketed
+                nxt = last + step[li]
+                if 0 <= nxt < C:
+                    todo_pairs.append((li, nxt))
+        best = np.argmin(np.where(np.isnan(obj), np.inf, obj), axis=1)
+        chosen = np.minimum(cands[best], 0.5 / lams)
         self.eta0[todo] = chosen[np.searchsorted(lams, self.lam[todo])]
         logger.debug("automatic eta0 (lam %s, %d trial classes): %s", lams, T, chosen)
 

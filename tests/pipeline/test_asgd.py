@@ -173,6 +173,43 @@ def test_automatic_eta0_one_value_per_lambda():
     assert only.eta0[0] == m.eta0[5]
 
 
+@pytest.mark.parametrize("mode", ["exact", "block"])
+def test_automatic_eta0_walk_finds_the_full_sweep_minimum(mode):
+    """The bracketing walk picks the candidate a sweep over all of them would pick.
+
+    The sweep is written here: every candidate eta0 = f / mean ||x||^2 run alone
+    (fixed eta0) on the sample for the trial classes, its eq. 3 objective
+    computed directly, the argmin per lambda.
+    """
+    from lsic.pipeline import _asgd
+
+    X, y = _latent_teacher(1500, 64, 12, 8, 1)
+    lams = (1e-4, 3e-2)
+    m = OneVsAllASGD(X.shape[1], np.tile(np.arange(12), 2), lam=np.repeat(lams, 12), eta0=None, mode=mode)
+    m.partial_fit(X, y)
+    sample = X[:_asgd.ETA0_SAMPLE_ROWS].astype(np.float64)
+    ys = y[:_asgd.ETA0_SAMPLE_ROWS]
+    ref = 1.0 / np.mean(np.sum(sample**2, axis=1))
+    ids, counts = np.unique(ys, return_counts=True)
+    tcls = ids[np.lexsort((ids, -counts))][:_asgd.ETA0_TRIAL_CLASSES]
+    picked = []
+    for i, lam in enumerate(lams):
+        objective = []
+        for f in _asgd.ETA0_FACTORS:
+            eta = min(f * ref, 0.5 / lam)
+            trial = OneVsAllASGD(X.shape[1], tcls, lam=lam, eta0=eta, mode=mode)
+            for _ in range(_asgd.ETA0_TRIAL_PASSES):
+                trial.partial_fit(X[:_asgd.ETA0_SAMPLE_ROWS], ys)
+            W, b = trial.coef_.astype(np.float64), trial.intercept_.astype(np.float64)
+            margins = np.where(ys[:, None] == tcls[None, :], 1.0, -1.0) * (sample @ W.T + b)
+            objective.append(np.mean(0.5 * lam * np.sum(W**2, axis=1) + np.maximum(0.0, 1.0 - margins).mean(0)))
+        best = min(_asgd.ETA0_FACTORS[int(np.argmin(objective))] * ref, 0.5 / lam)
+        np.testing.assert_allclose(m.eta0[12 * i:12 * (i + 1)], best, rtol=1e-12)
+        picked.append(int(np.argmin(objective)))
+    # the minima lie several steps below the walk's start (f = 1, 2): the walk had to travel
+    assert max(picked) < _asgd.ETA0_FACTORS.index(1.0), picked
+
+
 def test_partial_fit_chunks_equal_fit():
     X, y = _toy(n=2600)
     whole = ASGDClassifier(lam=1e-3, epochs=1, shuffle=False).fit(X, y)
