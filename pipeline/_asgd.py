@@ -283,9 +283,10 @@ class OneVsAllASGD:
     def _block_pass_group(self, k0, k1, dense, Xd, data, indices, indptr, labels, rows, sequential) -> None:
         """Block mode for classes ``k0 .. k1 - 1`` (views of the state, updated in place).
 
-        CSR rows work on transposed copies of the group's v and u, (d, K): a
-        non-zero then reads and updates one contiguous row of class values; the
-        copies are written back at the end and around every fold-back.
+        CSR rows work on transposed copies of the group's v and u, (d, K), and
+        walk each block column by column: a row of class values is read and
+        updated once per block, contiguously; the copies are written back at
+        the end and around every fold-back.
         """
         classes, lam, eta0 = self.classes[k0:k1], self.lam[k0:k1], self.eta0[k0:k1]
         V, P, b, bbar, t = self._V[k0:k1], self._P[k0:k1], self._b[k0:k1], self._bbar[k0:k1], self._t[k0:k1]
@@ -316,8 +317,9 @@ class OneVsAllASGD:
                     G = Xb @ Xb.T if self.block_gram else _NO_GRAM
                 else:
                     bdata, bind, bptr = _gather_csr(data, indices, indptr, idx)
+                    cols = _k.csr_to_csc(bdata, bind, bptr, self.n_features)
                     M = np.empty((nb, K), np.float32)
-                    _k.csr_margins_t(bdata, bind, bptr, VT, M)
+                    _k.csc_margins_t(*cols, VT, M)
                     if self.block_gram:
                         Xb = sp.csr_array((bdata, bind, bptr), shape=(nb, self.n_features))
                         G = (Xb @ Xb.T).toarray().astype(np.float32, copy=False)
@@ -330,7 +332,7 @@ class OneVsAllASGD:
                 if dense:
                     _k.dense_rank_update(Xb, CV, V, CU, U)
                 else:
-                    _k.csr_rank_update_t(bdata, bind, bptr, CV, VT, CU, UT)
+                    _k.csc_rank_update_t(*cols, CV, VT, CU, UT)
                 pos += nb
         finally:
             if VT is not None:

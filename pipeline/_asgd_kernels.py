@@ -339,49 +339,77 @@ def csr_margins(data, indices, indptr, V, out):
 
 
 @njit(**_KW)
-def csr_margins_t(data, indices, indptr, VT, out):
-    """out[i, k] = x_i . v_k for CSR rows against the transposed vectors ``VT`` (d, K); float32.
+def csr_to_csc(data, indices, indptr, d):
+    """The block's CSR rows as columns: (cdata, crows, cptr), rows ascending within a column.
 
-    Each non-zero reads one contiguous K-row of ``VT`` (vectorised over the
-    classes) instead of K scattered loads, one per class vector.
+    Block mode walks a block's non-zeros column by column, so each row of the
+    transposed class vectors (d, K) is read once per block, not once per
+    non-zero: a block of 256 rows at 5% density reuses it about 13 times.
     """
     nb = indptr.shape[0] - 1
-    K = VT.shape[1]
+    nnz = indptr[nb] - indptr[0]
+    cptr = np.zeros(d + 1, np.int64)
+    for p in range(indptr[0], indptr[nb]):
+        cptr[indices[p] + 1] += 1
+    for j in range(d):
+        cptr[j + 1] += cptr[j]
+    fill = cptr[:d].copy()
+    crows = np.empty(nnz, np.int64)
+    cdata = np.empty(nnz, np.float32)
     for i in range(nb):
-        acc = out[i]
-        for k in range(K):
-            acc[k] = 0.0
         for p in range(indptr[i], indptr[i + 1]):
-            a = data[p]
-            row = VT[indices[p]]
+            j = indices[p]
+            q = fill[j]
+            crows[q] = i
+            cdata[q] = data[p]
+            fill[j] = q + 1
+    return cdata, crows, cptr
+
+
+@njit(**_KW)
+def csc_margins_t(cdata, crows, cptr, VT, out):
+    """out[i, k] = x_i . v_k for a block given by columns, against ``VT`` (d, K); float32.
+
+    Per row the products are summed in ascending column order, as a row-wise
+    pass over sorted CSR indices would.
+    """
+    K = VT.shape[1]
+    out[...] = 0.0
+    for j in range(cptr.shape[0] - 1):
+        if cptr[j] == cptr[j + 1]:
+            continue
+        row = VT[j]
+        for p in range(cptr[j], cptr[j + 1]):
+            a = cdata[p]
+            acc = out[crows[p]]
             for k in range(K):
                 acc[k] += a * row[k]
 
 
 @njit(**_KW)
-def csr_rank_update_t(data, indices, indptr, C, VT, CU, UT):
-    """VT[:, k] += sum_i C[i, k] x_i and UT[:, k] += sum_i CU[i, k] x_i (transposed, CSR rows).
+def csc_rank_update_t(cdata, crows, cptr, C, VT, CU, UT):
+    """VT[:, k] += sum_i C[i, k] x_i and UT[:, k] += sum_i CU[i, k] x_i for a block given by columns.
 
     Only the hinge-active classes of a row are touched (the u-coefficient is
     zero wherever the v-coefficient is); ``UT`` may be empty (no averaging).
+    Contributions reach each element in ascending row order, as a row-wise pass would add them.
     """
-    nb = indptr.shape[0] - 1
+    nb = C.shape[0]
     K = VT.shape[1]
     with_u = UT.shape[1] == K
-    active = np.empty(K, np.int64)
+    active = np.empty((nb, K), np.int64)
+    n_act = np.zeros(nb, np.int64)
     for i in range(nb):
-        n_act = 0
         for k in range(K):
             if C[i, k] != 0.0 or (with_u and CU[i, k] != 0.0):
-                active[n_act] = k
-                n_act += 1
-        if n_act == 0:
-            continue
-        for p in range(indptr[i], indptr[i + 1]):
-            x = data[p]
-            j = indices[p]
-            for q in range(n_act):
-                k = active[q]
+                active[i, n_act[i]] = k
+                n_act[i] += 1
+    for j in range(cptr.shape[0] - 1):
+        for p in range(cptr[j], cptr[j + 1]):
+            i = crows[p]
+            x = cdata[p]
+            for q in range(n_act[i]):
+                k = active[i, q]
                 VT[j, k] += C[i, k] * x
                 if with_u:
                     UT[j, k] += CU[i, k] * x
