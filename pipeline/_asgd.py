@@ -293,7 +293,9 @@ class OneVsAllASGD:
         U = self._U[k0:k1] if self.average else _NO_U
         VT = UT = None
         if not dense:
-            VT, UT = np.ascontiguousarray(V.T), np.ascontiguousarray(U.T) if self.average else _NO_U
+            VT = np.empty((self.n_features, k1 - k0), np.float32)
+            UT = np.empty_like(VT) if self.average else _NO_U
+            _transpose_into(V, U, VT, UT)
         K = k1 - k0
         m = rows.size
         pos = 0
@@ -303,12 +305,10 @@ class OneVsAllASGD:
                                             min(self.block_size, m - pos))
                 if nb == 0:
                     if VT is not None:
-                        self._store_transposed(V, U, VT, UT)
+                        _transpose_into(VT, UT, V, U)
                     _k.renorm_due(V, U, P, t, lam, eta0, self.c, self.avg_start, self.average)
                     if VT is not None:
-                        VT[...] = V.T
-                        if self.average:
-                            UT[...] = U.T
+                        _transpose_into(V, U, VT, UT)
                     continue
                 idx = rows[pos:pos + nb]
                 if dense:
@@ -336,12 +336,7 @@ class OneVsAllASGD:
                 pos += nb
         finally:
             if VT is not None:
-                self._store_transposed(V, U, VT, UT)
-
-    def _store_transposed(self, V, U, VT, UT) -> None:
-        V[...] = VT.T
-        if self.average:
-            U[...] = UT.T
+                _transpose_into(VT, UT, V, U)
 
     def _choose_eta0(self, dense, Xd, data, indices, indptr, labels, rows) -> None:
         """Bottou-style eta0 from the first rows of the first chunk, one value per lambda (class Notes)."""
@@ -392,25 +387,26 @@ class OneVsAllASGD:
         # Bottou's bracketing: start at 1 / mean ||x||^2 and its double, walk towards the lower
         # objective while it keeps falling; every lambda walks on its own, all in one trial per round
         obj = np.full((L, C), np.nan)
-        start = min(ETA0_FACTORS.index(1.0), C - 2)
-        todo_pairs = [(li, ci) for li in range(L) for ci in (start, start + 1)]
-        step = np.zeros(L, int)
-        while todo_pairs:
-            for (li, ci), value in zip(todo_pairs, objectives(todo_pairs)):
+
+        def evaluate(pairs: list[tuple[int, int]]) -> None:
+            for (li, ci), value in zip(pairs, objectives(pairs)):
                 obj[li, ci] = value
-            todo_pairs = []
-            for li in range(L):
-                if step[li] == 0:
-                    step[li] = 1 if obj[li, start + 1] < obj[li, start] else -1
-                    last = start + 1 if step[li] > 0 else start
-                else:
-                    last = np.flatnonzero(~np.isnan(obj[li]))[-1 if step[li] > 0 else 0]
-                    prev = last - step[li]
-                    if not obj[li, last] < obj[li, prev]:
-                        continue  # the objective stopped falling: bracketed
-                nxt = last + step[li]
-                if 0 <= nxt < C:
-                    todo_pairs.append((li, nxt))
+
+        start = min(ETA0_FACTORS.index(1.0), C - 2)
+        evaluate([(li, ci) for li in range(L) for ci in (start, start + 1)])
+        step = np.where(obj[:, start + 1] < obj[:, start], 1, -1)
+        last = np.where(step > 0, start + 1, start)  # the front of each lambda's walk
+        walking = np.ones(L, bool)
+        while True:
+            pairs = [(li, int(last[li] + step[li])) for li in range(L)
+                     if walking[li] and 0 <= last[li] + step[li] < C]
+            if not pairs:
+                break
+            evaluate(pairs)
+            walking[:] = False
+            for li, ci in pairs:
+                walking[li] = obj[li, ci] < obj[li, last[li]]  # still falling: take another step
+                last[li] = ci
         best = np.argmin(np.where(np.isnan(obj), np.inf, obj), axis=1)
         chosen = np.minimum(cands[best], 0.5 / lams)
         self.eta0[todo] = chosen[np.searchsorted(lams, self.lam[todo])]
@@ -490,6 +486,13 @@ class OneVsAllASGD:
         except KeyError as e:
             raise DataError(f"ASGD state is missing key {e.args[0]!r}; pass a dict from state_dict()") from None
         return m
+
+
+def _transpose_into(V, U, V_out, U_out) -> None:
+    """``V_out[...] = V.T`` and, with averaging (``U`` not empty), ``U_out[...] = U.T``."""
+    V_out[...] = V.T
+    if U.size:
+        U_out[...] = U.T
 
 
 def _gather_csr(data, indices, indptr, idx):
