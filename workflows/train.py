@@ -284,7 +284,7 @@ class _ActorPool:
 
     def _start(self, slot: _Slot, addr: str, info: Mapping[str, Any]) -> None:
         threads = self.threads or int(info.get("nthreads", 1))
-        slot.address, slot.worker_dir, slot.host = addr, str(info.get("local_directory", "")), str(info.get("host", ""))
+        (slot.address, slot.worker_dir), slot.host = _worker_id(addr, info), str(info.get("host", ""))
         slot.future = self.client.submit(
             ClassBlockTrainer, self.url, self.so, list(self.sets), slot.lo, slot.hi, self.params,
             n_threads=threads, compare_sgd=self.compare_sgd, actor=True, workers=[addr], pure=False,
@@ -296,7 +296,7 @@ class _ActorPool:
 
     def _alive(self, slot: _Slot, workers: Mapping[str, Any]) -> bool:
         info = workers.get(slot.address)
-        return info is not None and str(info.get("local_directory", "")) == slot.worker_dir
+        return info is not None and _worker_id(slot.address, info) == (slot.address, slot.worker_dir)
 
     def _replace(self, slot: _Slot, restore_epoch: int) -> None:
         """Start a new actor for ``slot``'s classes on a live worker and restore ``restore_epoch``.
@@ -323,10 +323,9 @@ class _ActorPool:
             start = time.monotonic()
             while True:
                 live = self._workers()
-                workers = {a: w for a, w in live.items() if (a, str(w.get("local_directory", ""))) != lost}
+                workers = {a: w for a, w in live.items() if _worker_id(a, w) != lost}
                 waited = time.monotonic() - start
-                if not workers and waited > 10 and lost[0] in live and \
-                        str(live[lost[0]].get("local_directory", "")) == lost[1]:
+                if not workers and waited > 10 and lost[0] in live and _worker_id(lost[0], live[lost[0]]) == lost:
                     # The call failed but the scheduler still lists that worker well after: it was
                     # busy, not gone (a comm timeout while it trained). Restart on it, from the checkpoint.
                     workers = {lost[0]: live[lost[0]]}
@@ -414,6 +413,11 @@ class _ActorPool:
                 self.client.cancel([s.future])
             except Exception:
                 pass
+
+
+def _worker_id(address: str, info: Mapping[str, Any]) -> tuple[str, str]:
+    """A worker process: its address and local directory (a restarted worker may reuse the address)."""
+    return address, str(info.get("local_directory", ""))
 
 
 def _placement(workers: Mapping[str, Mapping[str, Any]], n_actors: int | None, n_classes: int) -> list[str]:
