@@ -88,8 +88,6 @@ def _run_train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- run, evaluate, report, predict, demo (§5)
 
 
-
-
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="extract -> train -> evaluate as one resumable run; prints the final table")
     _add_config_args(p)
