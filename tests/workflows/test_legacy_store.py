@@ -1,0 +1,76 @@
+"""A store written by lsic 0.1.0 (before the FeatureStore redesign) still opens and reads back.
+
+``data/legacy_store_0.1.0.tar.gz`` is a tiny run (4 texture classes, 20 images,
+two feature sets, 2 epochs with ``compare_sgd``) made by ``lsic.workflows.run``
+at commit 1bb2f13; ``data/legacy_store_expected.json`` holds what that release
+read back from it with plain ``zarr``. The checks below also hold the stored
+arrays against each other (scores = features @ coef.T + intercept, metrics
+recomputed from the scores with scikit-learn), so a reader that returns the
+right shapes but the wrong rows fails.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from lsic.workflows import _models, _store
+from lsic.workflows.evaluate import load_evaluation, read_scores, score_rows
+
+DATA = Path(__file__).parent / "data"
+SETS = ("hog_lcc", "lbp_svc")
+
+
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("legacy")
+    with tarfile.open(DATA / "legacy_store_0.1.0.tar.gz") as tar:
+        tar.extractall(root, filter="data")
+    want = json.loads((DATA / "legacy_store_expected.json").read_text())
+    return str(root / "legacy.zarr"), want
+
+
+def test_legacy_features_and_rows(legacy):
+    url, want = legacy
+    g = _store.open_store(url, "r")
+    assert list(g.attrs["class_names"]) == want["class_names"]
+    np.testing.assert_array_equal(g["labels"][...], want["labels"])
+    np.testing.assert_array_equal(g["split"][...], want["split"])
+    np.testing.assert_array_equal(g["valid"][...], want["valid"])
+    for name in SETS:
+        np.testing.assert_array_equal(g[f"features/{name}/X"][...], np.asarray(want["features"][name], np.float32))
+
+
+def test_legacy_models_and_scores(legacy):
+    url, want = legacy
+    g = _store.open_store(url, "r")
+    for name in SETS:
+        m = _models.load_models(url, name)
+        np.testing.assert_array_equal(m.coef_.astype(np.float32), np.asarray(want["coef"][name], np.float32))
+        assert _models.complete_epochs(g, name, "sgd") == [2]
+        X = np.asarray(want["features"][name], np.float32)
+        coef, b = np.asarray(want["coef"][name]), np.asarray(want["intercept"][name])
+        for split in ("val", "test"):
+            rows = score_rows(g, name, split)
+            np.testing.assert_array_equal(rows, want["score_rows"][name][split])
+            S = read_scores(g, name, split)
+            np.testing.assert_allclose(S, X[rows] @ coef.T + b, rtol=1e-4, atol=1e-5)
+
+
+def test_legacy_evaluation(legacy):
+    url, want = legacy
+    ev = load_evaluation(url)
+    assert ev["metrics"] == want["metrics"]
+    assert ev["timings"] == want["timings"]
+    labels = np.asarray(want["labels"])
+    for name in SETS:
+        rows = np.asarray(want["score_rows"][name]["test"])
+        S = np.asarray(want["scores"][name]["test"])
+        assert ev["metrics"]["sets"][name]["top1"] == pytest.approx(skm.accuracy_score(labels[rows], S.argmax(1)))
+        assert ev["curves"][name]["asgd"] == [h["val_top1"][name] for h in want["history"][name]]
+        assert ev["curves"][name]["sgd"] == [h["val_top1"][f"{name}/sgd"] for h in want["history"][name]]
