@@ -31,10 +31,9 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
-import zarr
 
 from lsic.pipeline import image_descriptors, image_features, load_image
-from lsic.workflows import _store
+from lsic.workflows.store import FeatureStore
 from lsic.workflows.config import load_experiment
 from lsic.workflows.extract import run_extract
 
@@ -51,17 +50,16 @@ def feature_pass(exp, workers: int, repeats: int) -> list[float]:
     rates = []
     with make_client("local", stage="extract", workers=workers, threads_per_worker=1) as client:
         for _ in range(repeats):
-            g = zarr.open_group(exp.store.url, mode="a")
-            g["progress/extract"][...] = False
+            FeatureStore.open(exp.store.url, "a").reset_progress()
             summary = run_extract(exp, client=client, progress=False)
             rates.append(summary.images_per_s)
     return rates
 
 
 def per_set_costs(exp, n: int) -> tuple[dict[str, float], dict[str, float]]:
-    g = zarr.open_group(exp.store.url, mode="r")
-    books = {fs.name: _store.read_codebook(g, fs) for fs in exp.feature_sets}
-    paths = [str(p) for p in g["paths"][:n]]
+    store = FeatureStore.open(exp.store.url, "r")
+    books = {fs.name: store.read_codebook(fs) for fs in exp.feature_sets}
+    paths = store.locators(slice(0, n))[0]
     blobs = [fsspec.open(p, "rb").open().read() for p in paths]
     mp = float(np.mean([load_image(b, max_side=exp.images.max_side).size for b in blobs])) / 1e6
     image_features(blobs[0], exp.feature_sets, books, exp.images)  # compile numba kernels
@@ -111,8 +109,8 @@ def main(argv=None) -> int:
     two = feature_pass(exp, 2, args.repeats)
     per_image, extra = per_set_costs(exp, min(60, n))
     mp = extra["megapixels_per_image"]
-    g = zarr.open_group(exp.store.url, mode="r")
-    store_bytes = {fs.name: _store.stored_bytes(g[f"features/{fs.name}/X"]) / n for fs in exp.feature_sets}
+    store = FeatureStore.open(exp.store.url, "r")
+    store_bytes = {fs.name: store.feature_bytes(fs.name) / n for fs in exp.feature_sets}
     r1, r2 = statistics.median(one), statistics.median(two)
     result = {
         "images": n,

@@ -30,15 +30,12 @@ import shutil
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-import zarr
-import zarr.codecs
 
 from lsic.pipeline import OneVsAllASGD
-from lsic.workflows import _models
+from lsic.workflows.store import TRAIN, FeatureStore, ReadCounter
 from lsic.workflows.config import parse_experiment
 from lsic.workflows.train import epoch_order, plan_train, run_train
 
@@ -52,17 +49,10 @@ def make_store(url: str, n_classes: int, n_train: int, dim: int, chunk_rows: int
     n = n_train + n_val + n_test
     labels = rng.integers(0, n_classes, n).astype(np.int32)
     split = np.repeat(np.array([0, 1, 2], np.int8), [n_train, n_val, n_test])
-    g = zarr.open_group(url, mode="w")
-    codec = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
-    X = g.create_array("features/f/X", shape=(n, dim), chunks=(chunk_rows, dim), dtype="float32", compressors=codec)
     means = rng.normal(0, 1, (n_classes, dim)).astype(np.float32) / np.sqrt(dim)
-    for a in range(0, n, chunk_rows):
-        b = min(a + chunk_rows, n)
-        X[a:b] = means[labels[a:b]] + rng.normal(0, 1 / np.sqrt(dim), (b - a, dim)).astype(np.float32)
-    for key, value in (("labels", labels), ("split", split), ("valid", np.ones(n, bool))):
-        g.create_array(key, shape=(n,), chunks=(chunk_rows,), dtype=value.dtype)[...] = value
-    g.attrs.update({"class_names": [f"c{i}" for i in range(n_classes)], "chunk_rows": chunk_rows, "n_images": n,
-                    "complete_extract": True, "run_id": uuid.uuid4().hex, "fingerprint": "bench", "seed": 0})
+    X = means[labels] + rng.normal(0, 1 / np.sqrt(dim), (n, dim)).astype(np.float32)
+    FeatureStore.write(url, labels=labels, split=split, features={"f": X}, class_names=[f"c{i}" for i in range(n_classes)],
+                       chunk_rows=chunk_rows, fingerprint="bench")
 
 
 def experiment(url: str, actors: int, epochs: int):
@@ -76,16 +66,15 @@ def experiment(url: str, actors: int, epochs: int):
 
 def naive_class_task(url: str, k: int, order: list[int]) -> dict:
     """What a user would write: train class ``k`` alone, reading every chunk of the store."""
-    counter = _models.ReadCounter()
-    g = _models.open_group(url, "r", None, counter=counter)
-    n, cr = int(g.attrs["n_images"]), int(g.attrs["chunk_rows"])
-    X = g["features/f/X"]
+    counter = ReadCounter()
+    store = FeatureStore.open(url, "r", counter=counter)
+    X = store.features("f")
     model = OneVsAllASGD(X.shape[1], [k], lam=LAM, eta0=ETA0, mode="block", n_threads=1)
     loads = 0
     for c in order:
-        a, b = _models.chunk_bounds(c, cr, n)
-        keep = (np.asarray(g["split"][a:b]) == 0) & np.asarray(g["valid"][a:b], bool)
-        model.partial_fit(np.asarray(X[a:b])[keep], np.asarray(g["labels"][a:b])[keep])
+        rows = slice(*store.chunk_bounds(c))
+        keep = (store.split(rows) == TRAIN) & store.valid(rows)
+        model.partial_fit(np.asarray(X[rows])[keep], store.labels(rows)[keep])
         loads += 1
     return {"loads": loads, "bytes": counter.nbytes, "coef": model.coef_[0]}
 
@@ -108,10 +97,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     url = str(tmp / "store.zarr")
     make_store(url, args.classes, args.rows, args.dim, args.chunk_rows)
-    g = zarr.open_group(url, mode="r")
-    plan = plan_train(experiment(url, 1, args.epochs), g)
+    plan = plan_train(experiment(url, 1, args.epochs), FeatureStore.open(url))
     n_chunks = len(plan.chunks["train"])
-    stored_mb = _models.open_group(url)["features/f/X"].nbytes_stored() / 2**20
+    stored_mb = FeatureStore.open(url).feature_bytes("f") / 2**20
     out: dict = {"classes": args.classes, "train_rows": args.rows, "dim": args.dim, "chunk_rows": args.chunk_rows,
                  "train_chunks": n_chunks, "store_mb": round(stored_mb, 1), "repeats": args.repeats,
                  "cluster": "LocalCluster 2 worker processes x 1 thread (2 shared cores)"}
@@ -135,7 +123,7 @@ def main() -> None:
                     held += [a["peak_chunk_bytes"] + a["model_bytes"] for a in s.actors]
                 print(f"repeat {r}: 1 actor {statistics.median(epoch_s[1]):.2f} s/epoch, "
                       f"2 actors {statistics.median(epoch_s[2]):.2f} s/epoch", flush=True)
-            ours = _models.load_models(url, "f")
+            ours = FeatureStore.open(url).load_models("f")
             naive_s, naive_loads, naive_bytes = [], 0, 0
             order = epoch_order(plan.chunks["train"], 1, 1)
             for r in range(args.repeats):
@@ -175,14 +163,14 @@ def main() -> None:
 
 def run_train_epoch1_reference(url: str, chunks, n_classes: int) -> np.ndarray:
     """All classes in one in-process model over the first epoch's order (checks the naive tasks' math)."""
-    g = zarr.open_group(url, mode="r")
-    n, cr = int(g.attrs["n_images"]), int(g.attrs["chunk_rows"])
-    m = OneVsAllASGD(g["features/f/X"].shape[1], np.arange(n_classes), lam=LAM, eta0=ETA0, mode="block")
-    split = np.asarray(g["split"][...])
+    store = FeatureStore.open(url)
+    X = store.features("f")
+    m = OneVsAllASGD(X.shape[1], np.arange(n_classes), lam=LAM, eta0=ETA0, mode="block")
+    split = store.split()
     for c in epoch_order(chunks, 1, 1):
-        a, b = _models.chunk_bounds(c, cr, n)
-        keep = split[a:b] == 0
-        m.partial_fit(np.asarray(g["features/f/X"][a:b])[keep], np.asarray(g["labels"][a:b])[keep])
+        a, b = store.chunk_bounds(c)
+        keep = split[a:b] == TRAIN
+        m.partial_fit(np.asarray(X[a:b])[keep], store.labels(slice(a, b))[keep])
     return m.coef_
 
 

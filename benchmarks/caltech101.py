@@ -152,8 +152,7 @@ def main(argv=None) -> int:
 
     from lsic.workflows.config import load_experiment
     from lsic.workflows.run import run_pipeline
-    from lsic.workflows import _store
-    from lsic.workflows.evaluate import read_timings
+    from lsic.workflows.store import TEST, FeatureStore
 
     t_all = time.perf_counter()
     splits = 1 if args.quick and args.splits == 3 else args.splits
@@ -180,17 +179,16 @@ def main(argv=None) -> int:
             "n_test": m["n_test"],
             "n_failed": m["n_failed"],
             # wall time per stage as recorded in the store (a resumed run keeps the time of the run that did the work)
-            "stage_s": {k: round(v, 1) for k, v in {**res.seconds, **read_timings(_store.open_store(exp.store.url))}.items()},
+            "stage_s": {k: round(v, 1) for k, v in {**res.seconds, **FeatureStore.open(exp.store.url).timings()}.items()},
         }
         print(res.evaluate.table(), flush=True)
         if not args.no_baseline:
-            g = _store.open_store(exp.store.url)
-            paths = np.array([p.removeprefix("file://") for p in g["paths"][...]])
-            labels = np.asarray(g["labels"][...])
-            split = np.asarray(g["split"][...])
-            valid = np.asarray(g["valid"][...], bool)
-            train = np.flatnonzero((split < 2) & valid)  # all 30 labelled images per class
-            test = np.flatnonzero((split == 2) & valid)
+            store = FeatureStore.open(exp.store.url)
+            paths = np.array([p.removeprefix("file://") for p in store.locators(slice(None))[0]])
+            labels = store.labels()
+            split, valid = store.split(), store.valid()
+            train = np.flatnonzero((split != TEST) & valid)  # all 30 labelled images per class
+            test = np.flatnonzero((split == TEST) & valid)
             acc, sec = baseline(paths, labels, train, test, max_side=exp.images.max_side, k=args.baseline_k,
                                 seed=seed, n_jobs=os.cpu_count() or 1)
             rec["baseline"] = acc

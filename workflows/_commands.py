@@ -185,10 +185,10 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     exp = demo_experiment(args.dir, **{k: v for k, v in cluster_options(args).items() if v is not None})
-    from . import _store
+    from .store import FeatureStore
 
-    stale = _store.store_exists(exp.store.url) and (
-        _store.open_store(exp.store.url).attrs.get("fingerprint") != exp.extraction_fingerprint()
+    stale = FeatureStore.exists(exp.store.url) and (
+        FeatureStore.open(exp.store.url).fingerprint != exp.extraction_fingerprint()
     )
     if args.fresh or stale:  # a demo store from another lsic version or config: start over
         shutil.rmtree(exp.store.url, ignore_errors=True)

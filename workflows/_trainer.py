@@ -2,7 +2,7 @@
 
 :class:`ClassBlockTrainer` is a plain class; ``workflows/train.py`` creates it
 as a ``distributed`` actor pinned to one worker (``workers=[address]``) and
-owns its lifecycle (DESIGN convention 10). Every epoch it walks the training
+owns its lifecycle. Every epoch it walks the training
 row chunks in the order it is given, loads each chunk once for all its
 classes and all its feature sets, prefetches the next chunk in a thread while
 the ASGD kernel (eqs. 4-9) runs on the current one, then checkpoints its
@@ -25,11 +25,10 @@ import numpy as np
 
 from lsic.pipeline import OneVsAllASGD
 
-from . import _models
+from .store import SPLIT_CODES, FeatureStore, ReadCounter
 
 log = logging.getLogger(__name__)
 
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 TOP_K = 5
 
 
@@ -70,16 +69,16 @@ class ClassBlockTrainer:
         self.params = dict(params)
         self.n_threads = n_threads
         self.compare_sgd = bool(compare_sgd)
-        self._counter = _models.ReadCounter()
-        self._g = _models.open_group(url, "r+", self.storage_options, counter=self._counter)
-        self.n_rows = int(self._g.attrs["n_images"])
-        self.chunk_rows = int(self._g.attrs["chunk_rows"])
+        self._counter = ReadCounter()
+        self._store = FeatureStore.open(url, "r+", self.storage_options, counter=self._counter)
+        self.n_rows = self._store.n_images
+        self.chunk_rows = self._store.chunk_rows
         # The 1-D row arrays (6 bytes a row) are read once; on an object store each
         # read is a request, and they would triple the requests per chunk.
-        self._labels = np.asarray(self._g["labels"][...])
-        split, valid = np.asarray(self._g["split"][...]), np.asarray(self._g["valid"][...], bool)
+        self._labels = self._store.labels()
+        split, valid = self._store.split(), self._store.valid()
         self._usable = {code: (split == code) & valid for code in SPLIT_CODES.values()}
-        self._X = {s: self._g[f"features/{s}/X"] for s in self.sets}  # handles opened once
+        self._X = {s: self._store.features(s) for s in self.sets}  # handles opened once
         self.n_features = {s: int(self._X[s].shape[1]) for s in self.sets}
         self.models: dict[tuple[str, str], OneVsAllASGD] = {}
         self.epoch = 0
@@ -107,7 +106,7 @@ class ClassBlockTrainer:
                 if epoch == 0:
                     m = self._new(name, variant)
                 else:
-                    m = _models.read_block(self._g, name, variant, epoch, self.lo, self.hi, self.n_threads)
+                    m = self._store.read_block(name, variant, epoch, self.lo, self.hi, self.n_threads)
                 self.models[(name, variant)] = m
         self.epoch = int(epoch)
         return self.model_bytes()
@@ -119,7 +118,7 @@ class ClassBlockTrainer:
     # ------------------------------------------------------------------ chunks
     def _load(self, k: int, purpose: str) -> dict[str, Any]:
         """Rows of chunk ``k`` usable for ``purpose`` (valid, of that split) in every set."""
-        a, b = _models.chunk_bounds(k, self.chunk_rows, self.n_rows)
+        a, b = self._store.chunk_bounds(k)
         keep = np.flatnonzero(self._usable[SPLIT_CODES[purpose]][a:b])
         out: dict[str, Any] = {"k": k, "rows": a + keep, "y": self._labels[a:b][keep]}
         nbytes = 0
@@ -181,7 +180,7 @@ class ClassBlockTrainer:
             rows += int(y.size)
         t_train = time.perf_counter() - t0
         for (name, variant), model in self.models.items():
-            _models.write_block(self._g, name, variant, epoch, model, self.lo)
+            self._store.write_block(name, variant, epoch, model, self.lo)
         self.epoch = epoch
         out: dict[str, Any] = {"epoch": epoch, "rows": rows, "train_seconds": t_train,
                                "seconds": time.perf_counter() - t0, "lo": self.lo, "hi": self.hi}
@@ -216,8 +215,7 @@ class ClassBlockTrainer:
         rank = np.cumsum(valid) - 1
         n_rows = int(valid.sum())
         names = list(sets or self.sets)
-        parts = {name: _models.create_score_part(self._g, name, split, self.lo, self.hi, n_rows, self.chunk_rows)
-                 for name in names}
+        parts = {name: self._store.create_score_part(name, split, self.lo, self.hi, n_rows) for name in names}
         written = 0
         for chunk in self._chunks(list(chunks), split):
             if chunk["y"].size == 0:
@@ -233,8 +231,7 @@ class ClassBlockTrainer:
         """Write the averaged weights of this block into ``models/<set>/coef`` and ``intercept``."""
         for name in self.sets:
             m = self.models[(name, "asgd")]
-            self._g[f"models/{name}/coef"][self.lo:self.hi] = m.coef_
-            self._g[f"models/{name}/intercept"][self.lo:self.hi] = m.intercept_
+            self._store.write_final_weights(name, self.lo, m.coef_, m.intercept_)
 
     def stats(self) -> dict[str, Any]:
         """Counters: chunk loads per purpose, bytes read from the store, peak chunk and process memory."""

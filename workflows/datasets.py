@@ -17,7 +17,7 @@ import logging
 import posixpath
 import tarfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import fsspec
@@ -26,11 +26,10 @@ import numpy as np
 from lsic.pipeline import ConfigError, DataError
 
 from .config import DatasetConfig, SourceConfig
+from .store import SPLIT_CODES, SPLITS, TRAIN
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-SPLIT_CODES = {name: i for i, name in enumerate(SPLITS)}
 
 
 @dataclass(frozen=True)
@@ -246,7 +245,7 @@ def build_manifest(ds: DatasetConfig, seed: int) -> Manifest:
         items = per_split.get(name, [])
         order = rng.permutation(len(items))
         rows.extend((items[i][0], items[i][1], SPLIT_CODES[name]) for i in order)
-    if not any(code == 0 for _, _, code in rows):
+    if not any(code == TRAIN for _, _, code in rows):
         raise DataError("the dataset has no training images after splitting; check dataset.root and the split sizes")
     return Manifest(
         paths=[r.path for r, _, _ in rows],
@@ -356,8 +355,3 @@ def check_root(url: str | None, storage_options: dict | None = None) -> None:
     if not fs.exists(path):
         raise DataError(f"dataset root {url!r} does not exist; check dataset.root or pass --data URL")
 
-
-def iter_chunks(n: int, chunk_rows: int) -> Iterable[tuple[int, int, int]]:
-    """``(chunk index, start, stop)`` of each row chunk of an ``n``-row store."""
-    for k, start in enumerate(range(0, n, chunk_rows)):
-        yield k, start, min(start + chunk_rows, n)

@@ -31,101 +31,32 @@ import numpy as np
 
 from lsic.pipeline import ScoreFusion, StoreError, top_k_predictions
 
-from . import _store
-from .datasets import SPLIT_CODES
+from .store import FeatureStore
 
 log = logging.getLogger(__name__)
-
-EVAL_GROUP = "evaluation"
-TIMINGS_GROUP = "timings"
 
 
 # --------------------------------------------------------------------------- reading training's output
 
 
-def scored_sets(g: Any, names: Sequence[str] | None = None) -> list[str]:
-    """Feature sets with stored test (or validation) scores, in config order when ``names`` is given."""
-    if "scores" not in g:
-        return []
-    have = [k for k in g["scores"].group_keys()]
-    if names is not None:
-        return [n for n in names if n in have]
-    return sorted(have)
-
-
-def _split_rows(g: Any, split: str) -> np.ndarray:
-    code = SPLIT_CODES[split]
-    sp = np.asarray(g["split"][...])
-    valid = np.asarray(g["valid"][...], bool)
-    return np.flatnonzero((sp == code) & valid).astype(np.int64)
-
-
-def score_rows(g: Any, name: str, split: str) -> np.ndarray | None:
-    """Store rows covered by ``scores/<name>/<split>`` (None when that split has no scores)."""
-    grp = g[f"scores/{name}"]
-    if split not in grp:
-        return None
-    for key in (f"{split}_rows", f"rows_{split}", f"rows/{split}"):
-        if key in grp:
-            return np.asarray(grp[key][...], dtype=np.int64)
-    rows = grp[split].attrs.get("rows")
-    if rows is not None:
-        return np.asarray(rows, dtype=np.int64)
-    rows = _split_rows(g, split)
-    if len(rows) != grp[split].shape[0]:
-        raise StoreError(
-            f"scores/{name}/{split} has {grp[split].shape[0]} rows but the store has {len(rows)} valid {split} rows "
-            "and no row index; rerun `lsic train`"
-        )
-    return rows
-
-
-def read_scores(g: Any, name: str, split: str, sl: slice = slice(None)) -> np.ndarray:
-    """``scores/<name>/<split>[sl]`` as float32 (n, n_classes)."""
-    return np.asarray(g[f"scores/{name}/{split}"][sl], dtype=np.float32)
-
-
-def read_curves(g: Any, names: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+def read_curves(store: FeatureStore, names: Sequence[str]) -> dict[str, dict[str, list[float]]]:
     """Per-epoch validation top-1 accuracies for Fig. 3, ``{set: {"asgd": [...], "sgd": [...]}}``.
 
-    Training records one entry per epoch in the ``history`` attribute of
-    ``models/<set>`` (``{"epoch": e, "val_top1": {"<set>": acc, "<set>/sgd": acc}, ...}``);
-    a set without a record gets no curve.
+    Training records one entry per epoch in the history of ``models/<set>``
+    (``{"epoch": e, "val_top1": {"<set>": acc, "<set>/sgd": acc}, ...}``); a set
+    without a record gets no curve.
     """
     out: dict[str, dict[str, list[float]]] = {}
     for name in names:
-        path = f"models/{name}"
-        if path not in g:
-            continue
-        hist = g[path].attrs.get("history") or []
+        recs = sorted((h for h in store.history(name) if isinstance(h, Mapping)), key=lambda h: h.get("epoch", 0))
         curve: dict[str, list[float]] = {}
-        if isinstance(hist, Mapping):  # {"asgd": [...], "sgd": [...]}
-            for method in ("asgd", "sgd"):
-                if hist.get(method):
-                    curve[method] = [float(x) for x in hist[method]]
-        else:
-            recs = sorted((h for h in hist if isinstance(h, Mapping)), key=lambda h: h.get("epoch", 0))
-            for method, key in (("asgd", name), ("sgd", f"{name}/sgd")):
-                vals = [h.get("val_top1", {}).get(key) for h in recs]
-                if any(v is not None for v in vals):
-                    curve[method] = [None if v is None else float(v) for v in vals]
+        for method, key in (("asgd", name), ("sgd", f"{name}/sgd")):
+            vals = [h.get("val_top1", {}).get(key) for h in recs]
+            if any(v is not None for v in vals):
+                curve[method] = [None if v is None else float(v) for v in vals]
         if curve:
             out[name] = curve
     return out
-
-
-def record_timing(g: Any, stage: str, seconds: float) -> None:
-    """Remember a stage's wall-clock time in the store (``timings`` group attrs), for the report."""
-    grp = g.require_group(TIMINGS_GROUP)
-    grp.attrs[stage] = round(float(seconds), 3)
-
-
-def read_timings(g: Any) -> dict[str, float]:
-    if TIMINGS_GROUP not in g:
-        return {}
-    order = ["extract", "train", "evaluate"]
-    t = {k: float(v) for k, v in g[TIMINGS_GROUP].attrs.items()}
-    return {k: t[k] for k in sorted(t, key=lambda k: (order.index(k) if k in order else 99, k))}
 
 
 # --------------------------------------------------------------------------- the stage
@@ -192,8 +123,8 @@ class _Tally:
         return summary, detail
 
 
-def evaluate_group(
-    g: Any,
+def evaluate_store(
+    store: FeatureStore,
     names: Sequence[str],
     *,
     method: str = "coordinate_ascent",
@@ -201,7 +132,7 @@ def evaluate_group(
     grid: int = 21,
     chunk_rows: int = 4096,
 ) -> tuple[dict[str, Any], dict[str, Any], ScoreFusion]:
-    """Fuse and measure the scores of ``names`` in the open store ``g``.
+    """Fuse and measure the scores of ``names`` in ``store``.
 
     Returns
     -------
@@ -211,26 +142,26 @@ def evaluate_group(
     names = list(names)
     if not names:
         raise StoreError("the store has no SVM scores; run `lsic train` first")
-    class_names = list(g.attrs["class_names"])
-    labels = np.asarray(g["labels"][...], np.int64)
+    class_names = store.class_names
+    labels = store.labels().astype(np.int64)
     n_classes = len(class_names)
 
     # 1. fusion on the validation split (standardisation from validation, else training scores)
-    val_rows = [score_rows(g, n, "val") for n in names]
+    val_rows = [store.score_rows(n, "val") for n in names]
     have_val = all(r is not None and len(r) for r in val_rows)
     if have_val:
         if any(not np.array_equal(r, val_rows[0]) for r in val_rows):
             raise StoreError("feature sets were scored on different validation rows; rerun `lsic train`")
-        val = {n: read_scores(g, n, "val") for n in names}
+        val = {n: store.read_scores(n, "val") for n in names}
         fusion = ScoreFusion.fit(val, labels[val_rows[0]], method=method, rounds=rounds, grid=grid)
     else:
-        ref_split = "train" if all(score_rows(g, n, "train") is not None for n in names) else "test"
-        ref = {n: read_scores(g, n, ref_split) for n in names}
+        ref_split = "train" if all(store.score_rows(n, "train") is not None for n in names) else "test"
+        ref = {n: store.read_scores(n, ref_split) for n in names}
         fusion = ScoreFusion.fit(ref, None, method="equal")
         log.info("evaluate: no validation scores; equal fusion weights, standardised on %s scores", ref_split)
 
     # 2. stream the test scores
-    test_rows = [score_rows(g, n, "test") for n in names]
+    test_rows = [store.score_rows(n, "test") for n in names]
     if any(r is None for r in test_rows) or not len(test_rows[0]):
         raise StoreError("the store has no test scores; give the dataset a test split and rerun `lsic train`")
     if any(not np.array_equal(r, test_rows[0]) for r in test_rows):
@@ -240,7 +171,7 @@ def evaluate_group(
     for start in range(0, len(rows), chunk_rows):
         sl = slice(start, min(start + chunk_rows, len(rows)))
         y = labels[rows[sl]]
-        chunk = {n: read_scores(g, n, "test", sl) for n in names}
+        chunk = {n: store.read_scores(n, "test", sl) for n in names}
         if any(c.shape != (len(y), n_classes) for c in chunk.values()):
             raise StoreError(f"test scores have shapes {[c.shape for c in chunk.values()]}; expected (rows, {n_classes})")
         for n in names:
@@ -251,76 +182,60 @@ def evaluate_group(
     for n in names:
         sets_metrics[n], details[n] = tallies[n].result()
     fused_summary, details["fused"] = tallies["fused"].result()
-    split = np.asarray(g["split"][...])
-    valid = np.asarray(g["valid"][...], bool)
     metrics = {
         "sets": sets_metrics,
         "fused": {**fused_summary, "weights": fusion.weight_map()},
-        "n_train": int(((split == SPLIT_CODES["train"]) & valid).sum()),
+        "n_train": int(store.split_rows("train").size),
         "n_test": int(len(rows)),
-        "n_failed": int((~valid).sum()),
+        "n_failed": int((~store.valid()).sum()),
     }
     return metrics, details, fusion
 
 
-def write_evaluation(g: Any, metrics: Mapping[str, Any], details: Mapping[str, Any], fusion: ScoreFusion, report: str | None) -> None:
+def write_evaluation(store: FeatureStore, metrics: Mapping[str, Any], details: Mapping[str, Any],
+                     fusion: ScoreFusion, report: str | None) -> None:
     """Store the fusion (weights + standardisation), metrics and per-class arrays under ``evaluation/``."""
-    grp = g.require_group(EVAL_GROUP)
-    grp.attrs["complete"] = False
-    for src, d in details.items():
-        sub = grp.require_group(src)
-        for key in ("per_class_top1", "per_class_top5"):
-            arr = np.array([np.nan if v is None else v for v in d[key]], dtype=np.float64)
-            _put(sub, key, arr, ("class",))
-        _put(sub, "confusion", np.asarray(d["confusion"], dtype=np.int64), ("true_class", "predicted_class"))
-    grp.attrs.update(
-        {
-            "fusion": fusion.to_dict(),
-            "metrics": json.loads(json.dumps(metrics)),
-            "report": report,
-            "sources": list(details),
-            "complete": True,
+    arrays = {
+        src: {
+            **{key: np.array([np.nan if v is None else v for v in d[key]], dtype=np.float64)
+               for key in ("per_class_top1", "per_class_top5")},
+            "confusion": np.asarray(d["confusion"], dtype=np.int64),
         }
-    )
+        for src, d in details.items()
+    }
+    store.write_evaluation({"fusion": fusion.to_dict(), "metrics": json.loads(json.dumps(metrics)), "report": report},
+                           arrays)
 
 
-def _put(grp: Any, name: str, data: np.ndarray, dims: tuple[str, ...]) -> None:
-    arr = grp.create_array(name, shape=data.shape, dtype=data.dtype, chunks=data.shape, overwrite=True,
-                           compressors=_store.COMPRESSOR, dimension_names=dims)
-    arr[...] = data
-
-
-def load_fusion(g: Any) -> ScoreFusion:
-    """The fusion stored by the last evaluation of the open store ``g``."""
-    if EVAL_GROUP not in g or not g[EVAL_GROUP].attrs.get("complete"):
+def load_fusion(store: FeatureStore) -> ScoreFusion:
+    """The fusion stored by the last evaluation of ``store``."""
+    if not store.has_evaluation():
         raise StoreError("the store has no evaluation yet; run `lsic evaluate` (or `lsic run`) first")
-    return ScoreFusion.from_dict(g[EVAL_GROUP].attrs["fusion"])
+    return ScoreFusion.from_dict(store.read_evaluation()[0]["fusion"])
+
+
+def _rates(values: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in values]
 
 
 def load_evaluation(url: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything the report needs, read back from an evaluated store."""
-    g = _store.open_store(url, "r", storage_options)
-    if EVAL_GROUP not in g or not g[EVAL_GROUP].attrs.get("complete"):
-        raise StoreError(f"store {url!r} has not been evaluated; run `lsic evaluate CONFIG` or `lsic run CONFIG` first")
-    grp = g[EVAL_GROUP]
-    attrs = dict(grp.attrs)
-    details = {}
-    for src in attrs.get("sources", []):
-        sub = grp[src]
-        details[src] = {
-            "per_class_top1": [None if not np.isfinite(v) else float(v) for v in sub["per_class_top1"][...]],
-            "per_class_top5": [None if not np.isfinite(v) else float(v) for v in sub["per_class_top5"][...]],
-            "confusion": np.asarray(sub["confusion"][...]).tolist(),
-        }
+    store = FeatureStore.open(url, "r", storage_options)
+    attrs, arrays = store.read_evaluation()
+    details = {
+        src: {"per_class_top1": _rates(a["per_class_top1"]), "per_class_top5": _rates(a["per_class_top5"]),
+              "confusion": a["confusion"].tolist()}
+        for src, a in arrays.items()
+    }
     names = list(attrs["metrics"]["sets"])
     return {
         "metrics": attrs["metrics"],
         "details": details,
         "fusion": ScoreFusion.from_dict(attrs["fusion"]),
-        "class_names": list(g.attrs["class_names"]),
-        "curves": read_curves(g, names),
-        "config": dict(g.attrs.get("config", {})),
-        "timings": read_timings(g),
+        "class_names": store.class_names,
+        "curves": read_curves(store, names),
+        "config": store.config,
+        "timings": store.timings(),
         "report": attrs.get("report"),
     }
 
@@ -350,21 +265,21 @@ def run_evaluate(
     EvaluateSummary
     """
     t0 = time.perf_counter()
-    g = _store.open_store(exp.store.url, "a", exp.store.storage_options)
-    names = scored_sets(g, [fs.name for fs in exp.feature_sets])
+    store = FeatureStore.open(exp.store.url, "a", exp.store.storage_options)
+    names = store.scored_sets([fs.name for fs in exp.feature_sets])
     missing = [fs.name for fs in exp.feature_sets if fs.name not in names]
     if missing and names:
         log.warning("evaluate: feature set(s) %s have no scores and are left out of the fusion", ", ".join(missing))
     if not names:
         raise StoreError(f"store {exp.store.url!r} has no SVM scores for {[fs.name for fs in exp.feature_sets]}; run `lsic train` first")
-    metrics, details, fusion = evaluate_group(
-        g, names, method=exp.fusion.method, rounds=exp.fusion.rounds, grid=exp.fusion.grid
+    metrics, details, fusion = evaluate_store(
+        store, names, method=exp.fusion.method, rounds=exp.fusion.rounds, grid=exp.fusion.grid
     )
     report_dir = exp.report if report is None else report
-    write_evaluation(g, metrics, details, fusion, report_dir or None)
+    write_evaluation(store, metrics, details, fusion, report_dir or None)
     seconds = time.perf_counter() - t0
-    record_timing(g, "evaluate", seconds)
-    summary = EvaluateSummary(metrics, details, fusion, list(g.attrs["class_names"]), seconds, report_dir or None)
+    store.record_timing("evaluate", seconds)
+    summary = EvaluateSummary(metrics, details, fusion, store.class_names, seconds, report_dir or None)
     if report_dir:
         from .report import write_report
 
@@ -373,9 +288,9 @@ def run_evaluate(
             metrics=metrics,
             details=details,
             class_names=summary.class_names,
-            curves=read_curves(g, names),
-            config=dict(g.attrs.get("config", {})) or exp.to_dict(),
-            timings=read_timings(g),
+            curves=read_curves(store, names),
+            config=store.config or exp.to_dict(),
+            timings=store.timings(),
             store_url=exp.store.url,
         )
     return summary

@@ -37,9 +37,9 @@ from lsic.pipeline import (
     image_features,
 )
 
-from . import _store
 from .config import Experiment
 from .datasets import build_manifest, check_root, read_images
+from .store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +85,15 @@ class ExtractSummary:
 # --------------------------------------------------------------------------- plan
 
 
-def plan_extract(exp: Experiment, group: Any) -> ExtractPlan:
-    """List the codebooks and row chunks still missing in ``group`` (an open store)."""
-    n = int(group.attrs["n_images"])
-    chunk_rows = int(group.attrs["chunk_rows"])
-    missing_cb = tuple(fs.name for fs in exp.feature_sets if not _store.has_codebook(group, fs))
-    done = _store.done_chunks(group)
+def plan_extract(exp: Experiment, store: FeatureStore) -> ExtractPlan:
+    """List the codebooks and row chunks still missing in ``store``."""
+    missing_cb = tuple(fs.name for fs in exp.feature_sets if not store.has_codebook(fs))
+    done = store.done_chunks()
     for fs in exp.feature_sets:
         # A feature set added to the config after a run: its array is absent.
-        if f"features/{fs.name}/X" not in group:
+        if not store.has_features(fs.name):
             done[:] = False
-    return ExtractPlan(n, chunk_rows, missing_cb, tuple(int(k) for k in np.flatnonzero(~done)))
+    return ExtractPlan(store.n_images, store.chunk_rows, missing_cb, tuple(int(k) for k in np.flatnonzero(~done)))
 
 
 # --------------------------------------------------------------------------- tasks (run on workers)
@@ -116,13 +114,13 @@ def _single_blas_thread() -> None:
 _CODEBOOK_CACHE: dict[tuple[str, str, str], Codebook] = {}
 
 
-def _codebooks(g: Any, sets: Iterable[FeatureSet]) -> dict[str, Codebook]:
+def _codebooks(store: FeatureStore, sets: Iterable[FeatureSet]) -> dict[str, Codebook]:
     """The store's codebooks, read once per worker process and store (keyed by its run id)."""
     out = {}
     for fs in sets:
-        key = (str(g.attrs["run_id"]), fs.name, repr(fs))
+        key = (str(store.attrs["run_id"]), fs.name, repr(fs))
         if key not in _CODEBOOK_CACHE:
-            _CODEBOOK_CACHE[key] = _store.read_codebook(g, fs)
+            _CODEBOOK_CACHE[key] = store.read_codebook(fs)
         out[fs.name] = _CODEBOOK_CACHE[key]
     return out
 
@@ -130,12 +128,9 @@ def _codebooks(g: Any, sets: Iterable[FeatureSet]) -> dict[str, Codebook]:
 def _descriptor_sample(rows: list[int], url: str, so: dict, exp: Experiment) -> dict[str, np.ndarray]:
     """Descriptors of a few training images, at most ``descriptors_per_image`` each, per kind."""
     _single_blas_thread()
-    g = _store.open_store(url, "r", so)
     kinds = sorted({fs.descriptor for fs in exp.feature_sets})
     out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
-    paths = [str(p) for p in g["paths"].oindex[rows]]
-    offsets = g["offsets"].oindex[rows]
-    sizes = g["sizes"].oindex[rows]
+    paths, offsets, sizes = FeatureStore.open(url, "r", so).locators(np.asarray(rows, np.int64))
     per = exp.codebook.descriptors_per_image
     for i, data in read_images(paths, offsets, sizes, exp.dataset.storage_options):
         if isinstance(data, Exception):
@@ -168,7 +163,7 @@ def _fit_and_store_codebook(
     t0 = time.perf_counter()
     cb = Codebook.fit(sample, fs, random_state=seed)
     log.info("codebook %s: %d codewords from %d descriptors in %.1f s", fs.name, fs.codebook_size, len(sample), time.perf_counter() - t0)
-    _store.write_codebook(_store.open_store(url, "a", so), fs, cb)
+    FeatureStore.open(url, "a", so).write_codebook(fs, cb)
     return fs.name
 
 
@@ -180,19 +175,15 @@ def extract_chunk(k: int, url: str, so: dict, exp: Experiment) -> dict[str, int]
     nothing else about it is written (its features stay zero).
     """
     _single_blas_thread()
-    g = _store.open_store(url, "a", so)
-    chunk_rows = int(g.attrs["chunk_rows"])
-    n = int(g.attrs["n_images"])
-    start, stop = k * chunk_rows, min((k + 1) * chunk_rows, n)
-    paths = g["paths"][start:stop]
-    offsets = g["offsets"][start:stop]
-    sizes = g["sizes"][start:stop]
-    codebooks = _codebooks(g, exp.feature_sets)
+    store = FeatureStore.open(url, "a", so)
+    start, stop = store.chunk_bounds(k)
+    paths, offsets, sizes = store.locators(slice(start, stop))
+    codebooks = _codebooks(store, exp.feature_sets)
     m = stop - start
     blocks = {fs.name: np.zeros((m, fs.dim), np.float32) for fs in exp.feature_sets}
     valid = np.zeros(m, bool)
     errors = np.full(m, "", dtype=object)
-    for i, data in read_images(list(paths), offsets, sizes, exp.dataset.storage_options):
+    for i, data in read_images(paths, offsets, sizes, exp.dataset.storage_options):
         if isinstance(data, Exception):
             errors[i] = f"cannot read: {data}"
             continue
@@ -205,23 +196,22 @@ def extract_chunk(k: int, url: str, so: dict, exp: Experiment) -> dict[str, int]
             blocks[name][i] = vec
         valid[i] = True
     for fs in exp.feature_sets:
-        _store.feature_array(g, fs, n, chunk_rows)[start:stop] = blocks[fs.name]
-    g["valid"][start:stop] = valid
-    g["errors"][start:stop] = np.asarray(errors, dtype=str)
-    _store.mark_chunk_done(g, k)  # last: the chunk counts only once everything is written
+        store.create_features(fs.name, fs.dim, fs)[start:stop] = blocks[fs.name]
+    store.write_rows(start, stop, valid, errors)
+    store.mark_chunk_done(k)  # last: the chunk counts only once everything is written
     return {"chunk": k, "images": m, "failed": int(m - valid.sum())}
 
 
 # --------------------------------------------------------------------------- graphs
 
 
-def codebook_graph(exp: Experiment, group: Any, names: Iterable[str], url: str, so: dict) -> list[Any]:
+def codebook_graph(exp: Experiment, store: FeatureStore, names: Iterable[str], url: str, so: dict) -> list[Any]:
     """Delayed tasks that sample descriptors in parallel and fit + store each missing codebook."""
     names = list(names)
     if not names:
         return []
-    split = np.asarray(group["split"][...])
-    train_rows = np.flatnonzero(split == 0)
+    # every training row: which ones decode is not known before the feature pass
+    train_rows = store.split_rows("train", valid_only=False)
     rng = np.random.default_rng(exp.seed)
     take = min(exp.codebook.sample_images, len(train_rows))
     rows = np.sort(rng.choice(train_rows, take, replace=False)).tolist()
@@ -243,7 +233,7 @@ def feature_bag(exp: Experiment, chunks: Iterable[int], url: str, so: dict) -> d
 # --------------------------------------------------------------------------- execute
 
 
-def prepare_store(exp: Experiment, *, overwrite: bool = False) -> Any:
+def prepare_store(exp: Experiment, *, overwrite: bool = False) -> FeatureStore:
     """Build the manifest and create (or reopen) the store's metadata."""
     if exp.dataset.splits is None:
         check_root(exp.dataset.root, exp.dataset.storage_options)
@@ -253,7 +243,7 @@ def prepare_store(exp: Experiment, *, overwrite: bool = False) -> Any:
         "dataset: %d images in %d classes (train %d, val %d, test %d)",
         len(manifest), len(manifest.class_names), counts["train"], counts["val"], counts["test"],
     )
-    return _store.create_store(
+    return FeatureStore.create(
         exp.store.url,
         config=exp.to_dict(),
         fingerprint=exp.extraction_fingerprint(),
@@ -293,14 +283,13 @@ def run_extract(
     """
     t0 = time.perf_counter()
     url, so = exp.store.url, dict(exp.store.storage_options)
-    group = prepare_store(exp, overwrite=overwrite)
-    n = int(group.attrs["n_images"])
+    store = prepare_store(exp, overwrite=overwrite)
     for fs in exp.feature_sets:
-        _store.feature_array(group, fs, n, exp.store.chunk_rows)
-    plan = plan_extract(exp, group)
+        store.create_features(fs.name, fs.dim, fs)
+    plan = plan_extract(exp, store)
     if plan.complete:
         log.info("extract: store %s is complete; nothing to do", url)
-        return _summary(exp, group, 0, time.perf_counter() - t0)
+        return _summary(exp, store, 0, time.perf_counter() - t0)
 
     owns_client = client is None
     if owns_client:
@@ -311,9 +300,9 @@ def run_extract(
         log.info("extract: dashboard %s", getattr(client, "dashboard_link", "n/a"))
         if plan.missing_codebooks:
             log.info("extract: fitting codebooks %s", ", ".join(plan.missing_codebooks))
-            tasks = codebook_graph(exp, group, plan.missing_codebooks, url, so)
+            tasks = codebook_graph(exp, store, plan.missing_codebooks, url, so)
             _execute(client, tasks, "codebooks", progress, unit="set")
-        plan = plan_extract(exp, group)
+        plan = plan_extract(exp, store)
         t_feat = time.perf_counter()
         bag = feature_bag(exp, plan.missing_chunks, url, so)
         results = _execute(client, bag.to_delayed(), "extract", progress, unit="chunk", allow_errors=True)
@@ -323,14 +312,14 @@ def run_extract(
     done = [r for part in results if isinstance(part, list) for r in part]
     errors = [r for r in results if isinstance(r, BaseException)]
     images_done = sum(r["images"] for r in done)
-    records = _store.write_failures(url, group, so)
+    records = store.write_failures()
     if errors:
         raise StoreError(
             f"{len(errors)} of {len(plan.missing_chunks)} row chunks failed ({errors[0]!r}); "
             "finished chunks are kept, rerun the same command to resume"
         )
-    group.attrs["complete_extract"] = True
-    summary = _summary(exp, group, images_done, time.perf_counter() - t_feat, n_failed=len(records))
+    store.mark_extract_complete()
+    summary = _summary(exp, store, images_done, time.perf_counter() - t_feat, n_failed=len(records))
     log.debug(summary.line())  # the CLI prints it
     return summary
 
@@ -375,10 +364,11 @@ def _execute(client: Any, tasks: list[Any], label: str, progress: bool, *, unit:
     return out
 
 
-def _summary(exp: Experiment, group: Any, images_done: int, seconds: float, n_failed: int | None = None) -> ExtractSummary:
-    valid = np.asarray(group["valid"][...], bool)
-    n = int(group.attrs["n_images"])
-    sizes = {fs.name: _store.stored_bytes(group[f"features/{fs.name}/X"]) for fs in exp.feature_sets}
+def _summary(exp: Experiment, store: FeatureStore, images_done: int, seconds: float,
+             n_failed: int | None = None) -> ExtractSummary:
+    valid = store.valid()
+    n = store.n_images
+    sizes = {fs.name: store.feature_bytes(fs.name) for fs in exp.feature_sets}
     return ExtractSummary(
         store=exp.store.url,
         n_images=n,

@@ -25,7 +25,7 @@ import numpy as np
 
 from lsic.pipeline import LsicError, ScoreFusion, StoreError, image_features
 
-from . import _store
+from .store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,11 @@ class Prediction:
         return out
 
 
-def experiment_from_store(g: Any) -> Any:
+def experiment_from_store(store: FeatureStore) -> Any:
     """The :class:`~lsic.workflows.config.Experiment` a store was made with (from its attrs)."""
     from .config import parse_experiment
 
-    cfg = dict(g.attrs.get("config") or {})
+    cfg = store.config
     if not cfg:
         raise StoreError("the store records no config; it was not made by `lsic extract`")
     cfg.pop("source", None)
@@ -83,21 +83,17 @@ class Predictor:
     def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
         from .evaluate import load_fusion
 
-        g = _store.open_store(url, "r", storage_options)
+        store = FeatureStore.open(url, "r", storage_options)
         self.url = url
-        self.exp = experiment_from_store(g)
-        self.class_names = list(g.attrs["class_names"])
-        self.fusion: ScoreFusion = load_fusion(g)
+        self.exp = experiment_from_store(store)
+        self.class_names = store.class_names
+        self.fusion: ScoreFusion = load_fusion(store)
         self.sets = [self.exp.feature_set(n) for n in self.fusion.names]
-        self.codebooks = {fs.name: _store.read_codebook(g, fs) for fs in self.sets}
+        self.codebooks = {fs.name: store.read_codebook(fs) for fs in self.sets}
         self.coef: dict[str, np.ndarray] = {}
         self.intercept: dict[str, np.ndarray] = {}
         for fs in self.sets:
-            path = f"models/{fs.name}"
-            if path not in g or "coef" not in g[path] or "intercept" not in g[path]:
-                raise StoreError(f"store {url!r} has no trained models of feature set {fs.name!r}; run `lsic train`")
-            self.coef[fs.name] = np.asarray(g[f"{path}/coef"][...], np.float32)
-            self.intercept[fs.name] = np.asarray(g[f"{path}/intercept"][...], np.float32)
+            self.coef[fs.name], self.intercept[fs.name] = store.final_weights(fs.name)
 
     def scores(self, data: bytes, *, name: str | None = None) -> np.ndarray:
         """Fused class scores of one encoded image: (n_classes,) float32.

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .evaluate import EvaluateSummary, record_timing, run_evaluate
+from .evaluate import EvaluateSummary, run_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +56,25 @@ def _stage_client(exp: Any, stage: str, say: Callable[[str], None], client: Any 
 
 def _extract_complete(exp: Any) -> bool:
     """True when the store holds a complete extraction of this config (no cluster needed)."""
-    from . import _store
+    from .extract import plan_extract
+    from .store import FeatureStore
 
     so = exp.store.storage_options
-    if not _store.store_exists(exp.store.url, so):
+    if not FeatureStore.exists(exp.store.url, so):
         return False
-    g = _store.open_store(exp.store.url, "r", so)
-    if g.attrs.get("fingerprint") != exp.extraction_fingerprint() or not g.attrs.get("complete_extract"):
+    store = FeatureStore.open(exp.store.url, "r", so)
+    if store.fingerprint != exp.extraction_fingerprint() or not store.extract_complete:
         return False
-    from .extract import plan_extract
-
-    return plan_extract(exp, g).complete
+    return plan_extract(exp, store).complete
 
 
 def _train_complete(exp: Any) -> bool:
     """True when every set's models and scores are complete for this config."""
-    from . import _store
+    from .store import FeatureStore
     from .train import plan_train
 
     try:
-        g = _store.open_store(exp.store.url, "r", exp.store.storage_options)
-        plan = plan_train(exp, g)
+        plan = plan_train(exp, FeatureStore.open(exp.store.url, "r", exp.store.storage_options))
     except Exception:  # noqa: BLE001 - anything unusual: let run_train decide (and report it)
         return False
     return bool(plan.complete and not plan.stale)
@@ -84,11 +82,11 @@ def _train_complete(exp: Any) -> bool:
 
 def _remember(exp: Any, stage: str, seconds: float, *, did_work: bool) -> None:
     """Record a stage's wall time in the store, unless it did nothing and a time is already recorded."""
-    from . import _store
+    from .store import FeatureStore
 
-    g = _store.open_store(exp.store.url, "a", exp.store.storage_options)
-    if did_work or "timings" not in g or stage not in g["timings"].attrs:
-        record_timing(g, stage, seconds)
+    store = FeatureStore.open(exp.store.url, "a", exp.store.storage_options)
+    if did_work or stage not in store.timings():
+        store.record_timing(stage, seconds)
 
 
 def run_pipeline(

@@ -39,16 +39,15 @@ import numpy as np
 
 from lsic.pipeline import ClusterError, ConfigError, StoreError
 
-from . import _models
+from . import store as _layout
 from ._trainer import ClassBlockTrainer
+from .store import SCORE_SPLITS, SPLITS, FeatureStore
 
 if TYPE_CHECKING:
     from .config import Experiment
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-SCORE_SPLITS = ("val", "test")
 MAX_RESTARTS = 3
 
 
@@ -95,13 +94,13 @@ def train_params(exp: Experiment) -> dict[str, Any]:
             "average": t.average, "fit_intercept": bool(t.fit_intercept), "mode": t.mode}
 
 
-def run_settings(exp: Experiment, group: Any, name: str, n_features: int) -> dict[str, Any]:
+def run_settings(exp: Experiment, store: FeatureStore, name: str, n_features: int) -> dict[str, Any]:
     """Everything that must match for stored checkpoints of set ``name`` to be resumed."""
     return {
-        **_models.model_settings(n_features, train_params(exp)),
+        **_layout.model_settings(n_features, train_params(exp)),
         "seed": int(exp.seed),
         "compare_sgd": bool(exp.train.compare_sgd),
-        "store_run": group.attrs.get("run_id", group.attrs.get("fingerprint")),
+        "store_run": store.run_id,
     }
 
 
@@ -120,9 +119,9 @@ def _select_sets(exp: Experiment, sets: Sequence[str] | None) -> tuple[str, ...]
     return tuple(sets)
 
 
-def plan_train(exp: Experiment, group: Any, *, sets: Sequence[str] | None = None,
+def plan_train(exp: Experiment, store: FeatureStore, *, sets: Sequence[str] | None = None,
                epochs: int | None = None) -> TrainPlan:
-    """List what training of ``sets`` (default: all of the config) still needs on ``group``.
+    """List what training of ``sets`` (default: all of the config) still needs on ``store``.
 
     Reads only the store's attributes, its 1-D ``split``/``valid`` arrays and
     the checkpoint marks; writes nothing.
@@ -131,30 +130,18 @@ def plan_train(exp: Experiment, group: Any, *, sets: Sequence[str] | None = None
     n_epochs = exp.train.epochs if epochs is None else int(epochs)
     if n_epochs < 1:
         raise ConfigError(f"epochs={n_epochs} must be at least 1")
-    n = int(group.attrs["n_images"])
-    chunk_rows = int(group.attrs["chunk_rows"])
-    n_classes = len(group.attrs["class_names"])
-    n_features = {}
-    for name in names:
-        if f"features/{name}/X" not in group:
-            raise StoreError(f"store has no features of set {name!r}; run `lsic extract` with this config first")
-        n_features[name] = int(group[f"features/{name}/X"].shape[1])
-    split = np.asarray(group["split"][...])
-    valid = np.asarray(group["valid"][...], bool)
-    chunks = {s: tuple(_models.split_chunks(split, valid, chunk_rows, code)) for code, s in enumerate(SPLITS)}
-    bounds = {}
-    for code, s in enumerate(SPLITS):
-        rows = np.flatnonzero(split == code)
-        bounds[s] = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+    n_features = {name: int(store.features(name).shape[1]) for name in names}
+    chunks = {s: tuple(store.split_chunks(s)) for s in SPLITS}
+    bounds = {s: store.split_bounds(s) for s in SPLITS}
     stale, starts = [], []
     for name in names:
-        path = f"models/{name}"
-        if path in group and group[path].attrs.get("settings") not in (None, run_settings(exp, group, name, n_features[name])):
+        attrs = store.model_attrs(name)
+        if attrs is not None and attrs.get("settings") not in (None, run_settings(exp, store, name, n_features[name])):
             stale.append(name)
             continue
-        done = _models.complete_epochs(group, name, "asgd")
+        done = store.complete_epochs(name, "asgd")
         if exp.train.compare_sgd:
-            done = sorted(set(done) & set(_models.complete_epochs(group, name, "sgd")))
+            done = sorted(set(done) & set(store.complete_epochs(name, "sgd")))
         starts.append(done[-1] if done else 0)
     start = min(starts) if starts else 0
     final = max(n_epochs, start)
@@ -163,12 +150,10 @@ def plan_train(exp: Experiment, group: Any, *, sets: Sequence[str] | None = None
         for s in SCORE_SPLITS:
             if not chunks[s]:
                 continue
-            path = f"scores/{name}/{s}"
-            attrs = group[path].attrs if path in group else {}
-            if not (attrs.get("complete") and attrs.get("epoch") == final and name not in stale):
+            if not (store.scores_complete(name, s, final) and name not in stale):
                 missing.append((name, s))
-    return TrainPlan(names, n, chunk_rows, n_classes, n_features, chunks, bounds, n_epochs, start,
-                     tuple(stale), tuple(missing))
+    return TrainPlan(names, store.n_images, store.chunk_rows, store.n_classes, n_features, chunks, bounds, n_epochs,
+                     start, tuple(stale), tuple(missing))
 
 
 # --------------------------------------------------------------------------- summary
@@ -510,27 +495,23 @@ def run_train(
     """
     t0 = time.perf_counter()
     url, so = exp.store.url, dict(exp.store.storage_options)
-    group = _models.open_group(url, "r+", so)
-    if not group.attrs.get("complete_extract", False):
+    store = FeatureStore.open(url, "r+", so)
+    if not store.extract_complete:
         raise StoreError(f"store {url!r} is not completely extracted; run `lsic extract` (it resumes) first")
     names = _select_sets(exp, sets)
     if restart:
         for name in names:
-            for path in (f"models/{name}", f"scores/{name}"):
-                if path in group:
-                    del group[path]
-    plan = plan_train(exp, group, sets=names, epochs=epochs)
+            store.drop_models(name)
+    plan = plan_train(exp, store, sets=names, epochs=epochs)
     if plan.stale:
         raise StoreError(
             f"models of set(s) {', '.join(plan.stale)} in {url!r} were trained with other settings; "
             "rerun with --restart to train them from scratch"
         )
     for name in names:
-        grp = group.require_group(f"models/{name}")
-        if "settings" not in grp.attrs:
-            grp.attrs.update({"settings": run_settings(exp, group, name, plan.n_features[name]),
-                              "n_classes": plan.n_classes, "n_features": plan.n_features[name],
-                              "class_names": list(group.attrs["class_names"]), "history": []})
+        store.init_models(name, {"settings": run_settings(exp, store, name, plan.n_features[name]),
+                                 "n_classes": plan.n_classes, "n_features": plan.n_features[name],
+                                 "class_names": store.class_names, "history": []})
     summary = TrainSummary(url, names, 0, plan.n_classes, tuple(plan.todo_epochs), plan.final_epoch,
                            len(plan.chunks["train"]), 0.0)
     if plan.complete:
@@ -555,13 +536,13 @@ def run_train(
         pool.call("restore", lambda s: (plan.start_epoch,), plan.start_epoch)
         validate = exp.train.validate_each_epoch and bool(plan.chunks["val"])
         val_first = plan.bounds["val"][0]
-        val_labels = np.asarray(group["labels"][slice(*plan.bounds["val"])]) if validate else None
+        val_labels = store.labels(slice(*plan.bounds["val"])) if validate else None
         variants = ["asgd", "sgd"] if exp.train.compare_sgd else ["asgd"]
         for e in plan.todo_epochs:
             te = time.perf_counter()
             for name in names:
                 for v in variants:
-                    _models.create_epoch(group, name, v, e, plan.n_classes)
+                    store.create_epoch(name, v, e, plan.n_classes)
             order = epoch_order(plan.chunks["train"], exp.seed, e)
             val = list(plan.chunks["val"]) if validate else []
             restarts0 = sum(s.restarts for s in pool.slots)
@@ -579,13 +560,12 @@ def run_train(
                             [r["val"][(name, v)] for r in results], val_labels, val_first)
             for name in names:
                 blocks = [(s.lo, s.hi) for s in pool.slots]
-                if not all(_models.block_complete(group, name, v, e, lo, hi) for v in variants for lo, hi in blocks):
+                if not all(store.block_complete(name, v, e, lo, hi) for v in variants for lo, hi in blocks):
                     raise StoreError(f"checkpoint of epoch {e} of set {name!r} is incomplete after the epoch; rerun")
-                grp = group[f"models/{name}"]
-                hist = [h for h in grp.attrs.get("history", []) if h["epoch"] < e]
-                grp.attrs.update({"history": hist + [rec.to_dict()], "epochs_complete": e})
+                hist = [h for h in store.history(name) if h["epoch"] < e]
+                store.update_models(name, history=hist + [rec.to_dict()], epochs_complete=e)
                 for v in variants:  # keep the newest complete checkpoint only
-                    _models.drop_epoch(group, name, v, e - 1)
+                    store.drop_epoch(name, v, e - 1)
             summary.history.append(rec)
             if progress:
                 log.info("train: %s", rec.line())
@@ -593,14 +573,11 @@ def run_train(
                 on_epoch(rec)
         final = plan.final_epoch
         for name in names:
-            grp = group[f"models/{name}"]
-            for key, shape in (("coef", (plan.n_classes, plan.n_features[name])), ("intercept", (plan.n_classes,))):
-                grp.create_array(key, shape=shape, chunks=(1, *shape[1:]), dtype="float32",
-                                 compressors=_models.COMPRESSOR, overwrite=True)
+            store.create_final_weights(name, plan.n_classes, plan.n_features[name])
         pool.call("write_final", lambda s: (), final)
         for name in names:
-            group[f"models/{name}"].attrs["final_epoch"] = final
-        _score(client, pool, group, plan, url, so, final)
+            store.update_models(name, final_epoch=final)
+        _score(client, pool, store, plan, final)
         stats = pool.call("stats", lambda s: (), final)
         for s, st in zip(pool.slots, stats):
             s.stats = st
@@ -615,33 +592,25 @@ def run_train(
     return summary
 
 
-def _score(client: Any, pool: _ActorPool, group: Any, plan: TrainPlan, url: str, so: dict, final: int) -> None:
+def _score(client: Any, pool: _ActorPool, store: FeatureStore, plan: TrainPlan, final: int) -> None:
     """Actors write class-block parts; one task per row chunk reduces them into ``scores/<set>/<split>``."""
     splits = sorted({s for _, s in plan.missing_scores}, key=SCORE_SPLITS.index)
     for split in splits:
         a, b = plan.bounds[split]
-        valid = np.asarray(group["valid"][a:b], bool)
-        rows = a + np.flatnonzero(valid)
+        rows = a + np.flatnonzero(store.valid(slice(a, b)))
         names = [n for n, s in plan.missing_scores if s == split]
         for name in names:
-            if f"scores/{name}/_parts/{split}" in group:
-                del group[f"scores/{name}/_parts/{split}"]
+            store.drop_score_parts(name, split)
         pool.call("score", lambda s: (split, list(plan.chunks[split]), a, b, names), final)
         cr = plan.chunk_rows
         blocks = [(s.lo, s.hi) for s in pool.slots]
         for name in names:
-            sg = group.require_group(f"scores/{name}")
-            out = sg.create_array(split, shape=(rows.size, plan.n_classes), chunks=(max(min(cr, rows.size), 1), plan.n_classes),
-                                  dtype="float32", compressors=_models.COMPRESSOR, overwrite=True,
-                                  dimension_names=(f"{split}_row", "class"))
-            sg.create_array(f"{split}_rows", shape=(rows.size,), chunks=(max(rows.size, 1),), dtype="int64",
-                            overwrite=True, dimension_names=(f"{split}_row",))[...] = rows
-            starts = list(range(0, rows.size, cr))
-            futs = [client.submit(_models.reduce_score_rows, url, so, name, split, blocks, i, min(i + cr, rows.size),
-                                  pure=False) for i in starts]
+            store.create_scores(name, split, rows, plan.n_classes)
+            futs = [client.submit(_layout.reduce_score_rows, store.url, store.storage_options, name, split, blocks,
+                                  i, min(i + cr, rows.size), pure=False) for i in range(0, rows.size, cr)]
             client.gather(futs)
-            out.attrs.update({"complete": True, "epoch": final, "class_names": list(group.attrs["class_names"])})
-            del group[f"scores/{name}/_parts/{split}"]
+            store.finish_scores(name, split, final)
+            store.drop_score_parts(name, split)
 
 
 def _fill_counters(summary: TrainSummary, slots: list[_Slot]) -> None:

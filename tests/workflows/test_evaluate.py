@@ -1,4 +1,4 @@
-"""Evaluation stage and report over a hand-made store of scores (no extraction or training needed)."""
+"""Evaluation stage and report over a synthetic store of scores (``FeatureStore.write``; no extraction or training)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import types
 
 import numpy as np
 import pytest
-import zarr
 from PIL import Image
 from sklearn import metrics as skm
 
 from lsic.pipeline import ScoreFusion, StoreError, top_k_accuracy
-from lsic.workflows.evaluate import load_evaluation, record_timing, run_evaluate
+from lsic.workflows.evaluate import load_evaluation, run_evaluate
 from lsic.workflows.report import FIGURES, format_table, report_from_store
+from lsic.workflows.store import SPLIT_CODES, TEST, TRAIN, VAL, FeatureStore
 
 N_CLASSES = 7
 SETS = ("a", "b")
@@ -23,28 +23,24 @@ def _make_store(url, seed=0, with_val=True, failed=2):
     rng = np.random.default_rng(seed)
     n_tr, n_va, n_te = 70, 35 if with_val else 0, 49
     n = n_tr + n_va + n_te + failed
-    g = zarr.open_group(url, mode="w")
     labels = rng.integers(0, N_CLASSES, n).astype(np.int32)
-    split = np.array([0] * n_tr + [1] * n_va + [2] * (n_te + failed), np.int8)
+    split = np.array([TRAIN] * n_tr + [VAL] * n_va + [TEST] * (n_te + failed), np.int8)
     valid = np.ones(n, bool)
     valid[-failed:] = False
-    for name, arr in (("labels", labels), ("split", split), ("valid", valid)):
-        g.create_array(name, shape=arr.shape, dtype=arr.dtype)[...] = arr
-    g.attrs.update({"class_names": [f"class_{i}" for i in range(N_CLASSES)], "config": {"name": "toy"},
-                    "chunk_rows": 16, "n_images": n})
+    g = FeatureStore.write(url, labels=labels, split=split, valid=valid, features={}, chunk_rows=16,
+                           class_names=[f"class_{i}" for i in range(N_CLASSES)], config={"name": "toy"})
     for j, name in enumerate(SETS):
-        for sp, code in (("train", 0), ("val", 1), ("test", 2)):
+        for sp, code in SPLIT_CODES.items():
             rows = np.flatnonzero((split == code) & valid)
             if not len(rows):
                 continue
             s = rng.normal(size=(len(rows), N_CLASSES)).astype(np.float32)
             s[np.arange(len(rows)), labels[rows]] += 1.0 + j
             s = s * (10.0 ** j)  # sets on very different scales
-            g.create_array(f"scores/{name}/{sp}", shape=s.shape, dtype="float32", chunks=(16, N_CLASSES))[...] = s
-            g.create_array(f"scores/{name}/{sp}_rows", shape=rows.shape, dtype="int64")[...] = rows
-        g.require_group(f"models/{name}").attrs["history"] = [
+            g.write_scores(name, sp, rows, s)
+        g.init_models(name, {"history": [
             {"epoch": e + 1, "val_top1": {name: a, f"{name}/sgd": b}} for e, (a, b) in enumerate([(0.3, 0.2), (0.5, 0.3), (0.6, 0.45)])
-        ]
+        ]})
     return g
 
 
@@ -61,8 +57,8 @@ def _exp(url, report, method="coordinate_ascent"):
 def test_evaluate_metrics_match_sklearn_and_report(tmp_path):
     url = str(tmp_path / "s.zarr")
     g = _make_store(url)
-    record_timing(g, "extract", 1.5)
-    record_timing(g, "train", 2.5)
+    g.record_timing("extract", 1.5)
+    g.record_timing("train", 2.5)
     summary = run_evaluate(_exp(url, tmp_path / "rep"), progress=False)
     m = summary.metrics
 
@@ -75,25 +71,25 @@ def test_evaluate_metrics_match_sklearn_and_report(tmp_path):
     assert m["n_train"] == 70 and m["n_test"] == 49 and m["n_failed"] == 2
     assert sum(m["fused"]["weights"].values()) == pytest.approx(1.0)
 
-    labels = g["labels"][...]
-    rows = g["scores/a/test_rows"][...]
+    labels = g.labels()
+    rows = g.score_rows("a", "test")
     y = labels[rows]
     labels_all = np.arange(N_CLASSES)
     for name in SETS:
-        s = g[f"scores/{name}/test"][...]
+        s = g.read_scores(name, "test")
         assert m["sets"][name]["top1"] == pytest.approx(skm.top_k_accuracy_score(y, s, k=1, labels=labels_all))
         assert m["sets"][name]["top5"] == pytest.approx(skm.top_k_accuracy_score(y, s, k=5, labels=labels_all))
         assert m["sets"][name]["mean_per_class"] == pytest.approx(skm.balanced_accuracy_score(y, s.argmax(1)))
-    fusion = ScoreFusion.from_dict(g["evaluation"].attrs["fusion"])
-    fused = fusion.transform({n: g[f"scores/{n}/test"][...] for n in SETS})
+    fusion = ScoreFusion.from_dict(g.read_evaluation()[0]["fusion"])
+    fused = fusion.transform({n: g.read_scores(n, "test") for n in SETS})
     assert m["fused"]["top1"] == pytest.approx(skm.top_k_accuracy_score(y, fused, k=1, labels=labels_all))
     np.testing.assert_array_equal(
         np.asarray(summary.details["fused"]["confusion"]),
         skm.confusion_matrix(y, fused.argmax(1), labels=labels_all),
     )
     # fusion never below the best single set on validation
-    vrows = g["scores/a/val_rows"][...]
-    val = {n: g[f"scores/{n}/val"][...] for n in SETS}
+    vrows = g.score_rows("a", "val")
+    val = {n: g.read_scores(n, "val") for n in SETS}
     fused_val = top_k_accuracy(labels[vrows], fusion.transform(val), 1)
     assert fused_val >= max(top_k_accuracy(labels[vrows], v, 1) for v in val.values())
 
@@ -133,8 +129,7 @@ def test_equal_weights_without_validation(tmp_path):
 
 def test_evaluate_without_scores_is_one_line_error(tmp_path):
     url = str(tmp_path / "s.zarr")
-    g = zarr.open_group(url, mode="w")
-    g.attrs["class_names"] = ["x"]
+    FeatureStore.write(url, labels=np.zeros(4), split=np.zeros(4), features={}, class_names=["x"])
     with pytest.raises(StoreError, match="lsic train"):
         run_evaluate(_exp(url, ""), progress=False)
     with pytest.raises(StoreError, match="evaluate"):

@@ -15,9 +15,10 @@ import zarr
 from extract_helpers import SETS, arrays, experiment, mem_url
 
 from lsic.pipeline import StoreError, image_features
-from lsic.workflows import _store, extract
+from lsic.workflows import extract
 from lsic.workflows.config import parse_experiment
 from lsic.workflows.extract import plan_extract, run_extract
+from lsic.workflows.store import FeatureStore
 
 def test_store_layout_and_rows(reference, dataset):
     url, summary = reference
@@ -30,7 +31,7 @@ def test_store_layout_and_rows(reference, dataset):
         assert X.dtype == np.float32 and X.chunks[0] == 8
     # a feature row equals the per-image function applied to that image's bytes with the stored codebooks
     exp = experiment(dataset, url)
-    books = {fs.name: _store.read_codebook(g, fs) for fs in exp.feature_sets}
+    books = {fs.name: FeatureStore.open(url).read_codebook(fs) for fs in exp.feature_sets}
     valid = g["valid"][...]
     for row in np.flatnonzero(valid)[:: max(1, valid.sum() // 5)]:
         data = fsspec.open(str(g["paths"][row]), "rb").open().read()
@@ -69,12 +70,11 @@ def test_resume_after_failed_partition_is_bit_identical(reference, dataset, clie
     monkeypatch.setattr(extract, "extract_chunk", flaky)
     with pytest.raises(StoreError, match="rerun the same command to resume"):
         run_extract(experiment(dataset, url), client=client, progress=False)
-    g = zarr.open_group(url, mode="r")
-    done = _store.done_chunks(g)
+    done = FeatureStore.open(url).done_chunks()
     assert not done[1] and done.sum() == len(done) - 1
     monkeypatch.setattr(extract, "extract_chunk", real)
     exp = experiment(dataset, url)
-    assert plan_extract(exp, zarr.open_group(url, mode="r")).missing_chunks == (1,)
+    assert plan_extract(exp, FeatureStore.open(url)).missing_chunks == (1,)
     summary = run_extract(exp, client=client, progress=False)
     assert summary.images_done == 8  # only the missing chunk was computed
     got, want = arrays(url), arrays(ref_url)
@@ -137,8 +137,6 @@ def test_readable_by_xarray(reference):
 
 def test_lcc_features_compress(reference):
     url, _ = reference
-    g = zarr.open_group(url, mode="r")
-    X = g["features/hog_lcc/X"]
-    raw = X.nbytes
-    stored = _store.stored_bytes(X)
+    raw = FeatureStore.open(url).features("hog_lcc").nbytes
+    stored = FeatureStore.open(url).feature_bytes("hog_lcc")
     assert 0 < stored < raw

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from lsic.workflows import _models, _store
-from lsic.workflows.evaluate import load_evaluation, read_scores, score_rows
+from lsic.workflows.evaluate import load_evaluation
+from lsic.workflows.store import FeatureStore
 
 DATA = Path(__file__).parent / "data"
 SETS = ("hog_lcc", "lbp_svc")
@@ -37,28 +37,36 @@ def legacy(tmp_path_factory):
 
 def test_legacy_features_and_rows(legacy):
     url, want = legacy
-    g = _store.open_store(url, "r")
-    assert list(g.attrs["class_names"]) == want["class_names"]
-    np.testing.assert_array_equal(g["labels"][...], want["labels"])
-    np.testing.assert_array_equal(g["split"][...], want["split"])
-    np.testing.assert_array_equal(g["valid"][...], want["valid"])
+    store = FeatureStore.open(url, "r")
+    assert store.class_names == want["class_names"]
+    assert (store.n_images, store.chunk_rows) == (want["n_images"], want["chunk_rows"])
+    assert store.extract_complete and store.done_chunks().all()
+    np.testing.assert_array_equal(store.labels(), want["labels"])
+    np.testing.assert_array_equal(store.split(), want["split"])
+    np.testing.assert_array_equal(store.valid(), want["valid"])
     for name in SETS:
-        np.testing.assert_array_equal(g[f"features/{name}/X"][...], np.asarray(want["features"][name], np.float32))
+        np.testing.assert_array_equal(store.features(name)[...], np.asarray(want["features"][name], np.float32))
 
 
 def test_legacy_models_and_scores(legacy):
     url, want = legacy
-    g = _store.open_store(url, "r")
+    store = FeatureStore.open(url, "r")
     for name in SETS:
-        m = _models.load_models(url, name)
+        m = store.load_models(name)
         np.testing.assert_array_equal(m.coef_.astype(np.float32), np.asarray(want["coef"][name], np.float32))
-        assert _models.complete_epochs(g, name, "sgd") == [2]
+        coef, intercept = store.final_weights(name)
+        np.testing.assert_array_equal(coef, np.asarray(want["coef"][name], np.float32))
+        np.testing.assert_array_equal(intercept, np.asarray(want["intercept"][name], np.float32))
+        assert store.complete_epochs(name, "sgd") == [2]
+        assert store.load_models(name, variant="sgd").average is False
         X = np.asarray(want["features"][name], np.float32)
         coef, b = np.asarray(want["coef"][name]), np.asarray(want["intercept"][name])
         for split in ("val", "test"):
-            rows = score_rows(g, name, split)
+            assert store.scores_complete(name, split, 2)
+            rows = store.score_rows(name, split)
             np.testing.assert_array_equal(rows, want["score_rows"][name][split])
-            S = read_scores(g, name, split)
+            np.testing.assert_array_equal(rows, store.split_rows(split))
+            S = store.read_scores(name, split)
             np.testing.assert_allclose(S, X[rows] @ coef.T + b, rtol=1e-4, atol=1e-5)
 
 

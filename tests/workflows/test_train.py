@@ -1,8 +1,8 @@
 """Training workflow (paper §4.2): actors, chunk loads, checkpoints, faults, scores.
 
-The store is synthetic and written here with plain zarr following the layout
-of ``workflows/_store.py`` (features from Gaussian class means, so the classes
-are learnable), so these tests do not depend on extraction. References: an
+The store is synthetic, written through ``FeatureStore.write`` (features from
+Gaussian class means, so the classes are learnable), so these tests do not
+depend on extraction. References: an
 in-process ``OneVsAllASGD`` trained on the same chunk order (written out in the
 test), the 1-actor run, and ``X @ coef.T + intercept`` computed here.
 """
@@ -16,12 +16,11 @@ import uuid
 
 import numpy as np
 import pytest
-import zarr
 
 from lsic.pipeline import OneVsAllASGD, StoreError
-from lsic.workflows import _models
 from lsic.workflows._trainer import ClassBlockTrainer
 from lsic.workflows.config import parse_experiment
+from lsic.workflows.store import TEST, TRAIN, VAL, FeatureStore
 from lsic.workflows.train import plan_train, run_train
 
 SEED = 7
@@ -35,23 +34,17 @@ def make_store(url: str, *, n_classes: int = 6, n_train: int = 300, n_val: int =
     rng = np.random.default_rng(seed)
     n = n_train + n_val + n_test
     labels = rng.integers(0, n_classes, n).astype(np.int32)
-    split = np.repeat(np.array([0, 1, 2], np.int8), [n_train, n_val, n_test])
+    split = np.repeat(np.array([TRAIN, VAL, TEST], np.int8), [n_train, n_val, n_test])
     valid = np.ones(n, bool)
     valid[rng.choice(n, invalid, replace=False)] = False
-    g = zarr.open_group(url, mode="w", **({"storage_options": storage_options} if storage_options else {}))
     X = {}
     for name, d in zip(SETS, dims):
         means = rng.normal(0, 1.0, (n_classes, d)).astype(np.float32)
         x = (means[labels] + rng.normal(0, 1.5, (n, d))).astype(np.float32)
         x[~valid] = 0.0
-        arr = g.create_array(f"features/{name}/X", shape=(n, d), chunks=(chunk_rows, d), dtype="float32")
-        arr[...] = x
         X[name] = x
-    for key, value in (("labels", labels), ("split", split), ("valid", valid)):
-        g.create_array(key, shape=(n,), chunks=(chunk_rows,), dtype=value.dtype)[...] = value
-    g.attrs.update({"class_names": [f"c{i}" for i in range(n_classes)], "chunk_rows": chunk_rows,
-                    "n_images": n, "split_names": ["train", "val", "test"], "complete_extract": True,
-                    "run_id": uuid.uuid4().hex, "fingerprint": "synthetic", "seed": 0})
+    FeatureStore.write(url, labels=labels, split=split, valid=valid, features=X, chunk_rows=chunk_rows,
+                       class_names=[f"c{i}" for i in range(n_classes)], storage_options=storage_options)
     return {"X": X, "labels": labels, "split": split, "valid": valid, "chunk_rows": chunk_rows, "n": n,
             "n_classes": n_classes}
 
@@ -68,7 +61,7 @@ def experiment(url: str, storage_options: dict | None = None, **train):
 def reference(data: dict, name: str, epochs: int, classes, **params) -> OneVsAllASGD:
     """In-process ASGD over the same chunks: every epoch a permutation seeded by (seed, epoch)."""
     cr, n = data["chunk_rows"], data["n"]
-    use = (data["split"] == 0) & data["valid"]
+    use = (data["split"] == TRAIN) & data["valid"]
     chunks = [k for k in range((n + cr - 1) // cr) if use[k * cr:(k + 1) * cr].any()]
     d = data["X"][name].shape[1]
     model = OneVsAllASGD(d, np.asarray(classes), **params)
@@ -81,7 +74,7 @@ def reference(data: dict, name: str, epochs: int, classes, **params) -> OneVsAll
 
 def n_train_chunks(data: dict) -> int:
     cr = data["chunk_rows"]
-    use = (data["split"] == 0) & data["valid"]
+    use = (data["split"] == TRAIN) & data["valid"]
     return sum(use[i:i + cr].any() for i in range(0, data["n"], cr))
 
 
@@ -95,7 +88,7 @@ def threads_client():
 
 
 def stored(url: str, name: str) -> OneVsAllASGD:
-    return _models.load_models(url, name)
+    return FeatureStore.open(url).load_models(name)
 
 
 # --------------------------------------------------------------------------- tests
@@ -106,7 +99,7 @@ def test_plan_is_pure_and_lists_chunks(tmp_path):
     data = make_store(url)
     exp = experiment(url, epochs=3)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    plan = plan_train(exp, zarr.open_group(url, mode="r"))
+    plan = plan_train(exp, FeatureStore.open(url))
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert len(plan.chunks["train"]) == n_train_chunks(data)
     assert plan.start_epoch == 0 and list(plan.todo_epochs) == [1, 2, 3]
@@ -154,29 +147,29 @@ def test_scores_reduce_and_validation_history(tmp_path, threads_client):
     data = make_store(url, n_classes=7)
     exp = experiment(url, actors=2, epochs=2, compare_sgd=True)
     summary = run_train(exp, client=threads_client, progress=False)
-    g = zarr.open_group(url, mode="r")
+    store = FeatureStore.open(url)
     for s in SETS:
         m = stored(url, s)
-        coef = np.asarray(g[f"models/{s}/coef"][...])
+        coef, _ = store.final_weights(s)
         np.testing.assert_array_equal(coef, m.coef_)
-        for code, split in ((1, "val"), (2, "test")):
+        for code, split in ((VAL, "val"), (TEST, "test")):
             rows = np.flatnonzero((data["split"] == code) & data["valid"])
-            np.testing.assert_array_equal(g[f"scores/{s}/{split}_rows"][...], rows)
-            S = np.asarray(g[f"scores/{s}/{split}"][...])
+            np.testing.assert_array_equal(store.score_rows(s, split), rows)
+            S = store.read_scores(s, split)
             assert S.dtype == np.float32 and S.shape == (rows.size, 7)
             expect = data["X"][s][rows] @ m.coef_.T + m.intercept_
             np.testing.assert_allclose(S, expect, rtol=1e-5, atol=1e-5)
-        hist = g[f"models/{s}"].attrs["history"]
+        hist = store.history(s)
         assert [h["epoch"] for h in hist] == [1, 2]
         # validation accuracy recorded per epoch for ASGD and plain SGD, reduced over both actors
-        val = np.flatnonzero((data["split"] == 1) & data["valid"])
+        val = np.flatnonzero((data["split"] == VAL) & data["valid"])
         top1 = np.mean(np.argmax(data["X"][s][val] @ m.coef_.T + m.intercept_, 1) == data["labels"][val])
         assert hist[-1]["val_top1"][s] == pytest.approx(top1)
         assert top1 > 0.5  # learnable: chance is 1/7
         assert f"{s}/sgd" in hist[-1]["val_top1"]
     assert summary.chunk_loads["val"] == 2 * 2 * 3 + 2 * 3  # (2 epochs + scoring) x 2 actors x 3 val chunks
     # plain SGD checkpoints are kept beside the averaged ones
-    sgd = _models.load_models(url, SETS[0], variant="sgd")
+    sgd = store.load_models(SETS[0], variant="sgd")
     assert sgd.average is False
 
 
@@ -188,12 +181,12 @@ def test_resume_after_partial_run_equals_straight_run(tmp_path, threads_client):
     first = run_train(experiment(url2, actors=2, epochs=1), client=threads_client, progress=False)
     assert first.epochs_run == (1,)
     # a crash in epoch 2 left one actor's block written and the other missing
-    g = zarr.open_group(url2, mode="r+")
+    store = FeatureStore.open(url2, "r+")
     for s in SETS:
-        _models.create_epoch(g, s, "asgd", 2, 6)
-        _models.write_block(g, s, "asgd", 2, _models.read_block(g, s, "asgd", 1, 0, 3), 0)
-        assert _models.complete_epochs(g, s) == [1]
-    assert plan_train(experiment(url2, epochs=3), g).start_epoch == 1
+        store.create_epoch(s, "asgd", 2, 6)
+        store.write_block(s, "asgd", 2, store.read_block(s, "asgd", 1, 0, 3), 0)
+        assert store.complete_epochs(s) == [1]
+    assert plan_train(experiment(url2, epochs=3), store).start_epoch == 1
     # a rerun with more epochs trains only the missing ones, on another actor count
     again = run_train(experiment(url2, actors=1, epochs=3), client=threads_client, progress=False)
     assert again.epochs_run == (2, 3)
@@ -202,7 +195,7 @@ def test_resume_after_partial_run_equals_straight_run(tmp_path, threads_client):
     done = run_train(experiment(url2, actors=1, epochs=3), client=threads_client, progress=False)
     assert done.epochs_run == () and done.n_actors == 0
     # only the newest checkpoint is kept
-    assert _models.complete_epochs(zarr.open_group(url2, mode="r"), SETS[0]) == [3]
+    assert FeatureStore.open(url2).complete_epochs(SETS[0]) == [3]
 
 
 def test_changed_settings_need_restart(tmp_path, threads_client):
@@ -282,7 +275,7 @@ def _peak_epoch_memory(tmp_path, n_chunks: int) -> tuple[int, int, int]:
     cr, d = 512, 512  # 1 MiB chunks: well above the allocations of other threads (tracemalloc is process-wide)
     make_store(url, n_classes=4, n_train=n_chunks * cr, n_val=0, n_test=0, dims=(d, 8), chunk_rows=cr, invalid=0)
     trainer = ClassBlockTrainer(url, {}, ["a"], 0, 4, {"lam": 1e-3, "eta0": 0.05, "mode": "block"}, n_threads=1)
-    _models.create_epoch(zarr.open_group(url, mode="r+"), "a", "asgd", 1, 4)
+    FeatureStore.open(url, "r+").create_epoch("a", "asgd", 1, 4)
     trainer.restore(0)
     order = list(range(n_chunks))
     trainer.train_epoch(1, order[:2])  # warm up numba and zarr codecs
@@ -343,8 +336,8 @@ def test_cli_train(tmp_path, threads_client, monkeypatch, capsys, caplog):
     out = capsys.readouterr().out
     assert "train: 1 set(s) x 6 classes" in out and "training loads/epoch" in out
     assert any("epoch 2:" in r.getMessage() and "rows/s" in r.getMessage() for r in caplog.records)
-    g = zarr.open_group(url, mode="r")
-    assert "models/a/coef" in g and "models/b" not in g
+    store = FeatureStore.open(url)
+    assert store.final_weights("a")[0].shape == (6, 16) and store.model_attrs("b") is None
     # a user error is one line and exit code 2
     assert main(["train", str(cfg), "--store", str(tmp_path / "none.zarr")]) == 2
 
@@ -355,7 +348,7 @@ def test_fsspec_memory_store(threads_client):
     summary = run_train(experiment(url, actors=2, epochs=1), client=threads_client, progress=False)
     assert summary.chunk_loads["train"] == 2 * n_train_chunks(data)
     ref = reference(data, "a", 1, np.arange(data["n_classes"]), lam=1e-3, eta0=0.05, mode="exact")
-    np.testing.assert_array_equal(_models.load_models(url, "a").coef_, ref.coef_)
+    np.testing.assert_array_equal(stored(url, "a").coef_, ref.coef_)
 
 
 def test_error_in_actor_is_raised_not_retried(tmp_path, threads_client, monkeypatch):
@@ -386,11 +379,11 @@ def test_s3_store_resume_matches(s3, threads_client):
     again = run_train(experiment(url, s3, actors=2, epochs=2), client=threads_client, progress=False)
     assert again.epochs_run == (2,)
     ref = reference(data, "a", 2, np.arange(data["n_classes"]), lam=1e-3, eta0=0.05, mode="exact")
-    m = _models.load_models(url, "a", storage_options=s3)
+    store = FeatureStore.open(url, "r", s3)
+    m = store.load_models("a")
     np.testing.assert_array_equal(m.coef_, ref.coef_)
-    g = zarr.open_group(url, mode="r", storage_options=s3)
-    rows = np.asarray(g["scores/a/test_rows"][...])
-    np.testing.assert_allclose(g["scores/a/test"][...], data["X"]["a"][rows] @ m.coef_.T + m.intercept_,
+    rows = store.score_rows("a", "test")
+    np.testing.assert_allclose(store.read_scores("a", "test"), data["X"]["a"][rows] @ m.coef_.T + m.intercept_,
                                rtol=1e-5, atol=1e-5)
 
 

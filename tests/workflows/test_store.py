@@ -1,0 +1,126 @@
+"""FeatureStore: the layout table, row-chunk arithmetic, opening errors and the synthetic writer."""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from lsic.pipeline import StoreError
+from lsic.workflows import store as layout
+from lsic.workflows.store import TEST, TRAIN, VAL, FeatureStore
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data"
+
+
+def _paths() -> list[str]:
+    """Every LAYOUT path; "a/b`, `c" lists the siblings a/b and a/c."""
+    out = []
+    for entry, _, _ in layout.LAYOUT:
+        first, *siblings = entry.split("`, `")
+        parent = first.rstrip("/").rpartition("/")[0]
+        out += [first, *(f"{parent}/{s}" if parent else s for s in siblings)]
+    return out
+
+
+def _relation(node: str, path: str) -> str | None:
+    """How ``node`` relates to LAYOUT ``path`` ("<x>" matches one name; a trailing "/" covers the subtree)."""
+    want = path.rstrip("/").split("/")
+    have = node.split("/")
+    for w, h in zip(want, have):
+        if not re.fullmatch(re.sub(r"<[a-z]+>", "[^/]+", re.escape(w).replace(r"\<", "<").replace(r"\>", ">")), h):
+            return None
+    if len(have) == len(want):
+        return "is"
+    if len(have) < len(want):
+        return "above"
+    return "under" if path.endswith("/") else None
+
+
+def test_readme_layout_table_is_generated_from_layout():
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- store-layout:[^\n]*-->\n(.*?)\n<!-- /store-layout -->", readme, re.S)
+    assert m, "README lost its store-layout markers"
+    assert m.group(1) == layout.layout_table()
+
+
+def test_layout_describes_a_store_written_by_the_release(tmp_path):
+    """Every node of a real extract + train + evaluate store is in LAYOUT, and every LAYOUT entry occurs."""
+    with tarfile.open(DATA / "legacy_store_0.1.0.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "legacy.zarr"
+    nodes = sorted(str(p.parent.relative_to(root)) for p in root.rglob("zarr.json") if p.parent != root)
+    nodes.append("failures.json")
+    paths = _paths()
+    covered = set()
+    for node in nodes:
+        rel = {p: _relation(node, p) for p in paths}
+        assert any(rel.values()), f"{node} is in the store but not in store.LAYOUT"
+        covered.update(p for p, r in rel.items() if r in ("is", "under"))
+    # score parts only exist while training runs
+    missing = set(paths) - covered - {"scores/<set>/_parts/<split>/c<lo>_<hi>"}
+    assert not missing, f"LAYOUT lists {missing} but the store has none"
+
+
+def test_path_helpers_follow_layout():
+    paths = set(_paths())
+    assert layout.features_path("<set>") + "/X" in paths
+    assert layout.progress_path("extract") in paths
+    assert layout.model_path("<set>") in paths
+    assert layout.epoch_path("<set>", "asgd", "<e>") + "/" + layout.block_key("<lo>", "<hi>") + "/" in paths
+    assert layout.score_path("<set>", "<split>") in paths
+    assert layout.part_path("<set>", "<split>", "<lo>", "<hi>") in paths
+    assert layout.codebook_path("<set>") + "/centers" in paths
+
+
+@pytest.mark.parametrize("n, chunk_rows", [(0, 4), (1, 4), (8, 4), (9, 4), (10, 3)])
+def test_chunk_arithmetic_against_a_loop(n, chunk_rows):
+    starts = list(range(0, n, chunk_rows)) or [0]
+    assert layout.n_chunks(n, chunk_rows) == len(starts)
+    for k, a in enumerate(starts):
+        assert layout.chunk_bounds(k, chunk_rows, n) == (a, min(a + chunk_rows, n))
+    rng = np.random.default_rng(n)
+    mask = rng.random(n) < 0.3
+    want = [k for k, a in enumerate(starts) if mask[a:a + chunk_rows].any()]
+    assert layout.chunks_with(mask, chunk_rows) == want
+
+
+def test_open_errors_are_one_line_store_errors(tmp_path):
+    with pytest.raises(StoreError, match="no feature store at .*lsic extract"):
+        FeatureStore.open(str(tmp_path / "none.zarr"))
+    with pytest.raises(StoreError, match="fsspec backend"):
+        FeatureStore.open("nosuchprotocol://bucket/x.zarr")
+    assert not FeatureStore.exists(str(tmp_path / "none.zarr"))
+
+
+def test_writer_makes_what_extraction_makes(tmp_path):
+    url = str(tmp_path / "w.zarr")
+    rng = np.random.default_rng(0)
+    split = np.repeat(np.array([TRAIN, VAL, TEST], np.int8), [11, 5, 7])
+    labels = rng.integers(0, 3, split.size)
+    valid = rng.random(split.size) > 0.2
+    X = rng.normal(size=(split.size, 5)).astype(np.float32)
+    store = FeatureStore.write(url, labels=labels, split=split, valid=valid, features={"f": X}, chunk_rows=4)
+    again = FeatureStore.open(url)
+    assert FeatureStore.exists(url) and again.extract_complete and again.done_chunks().all()
+    assert again.class_names == ["c0", "c1", "c2"] and again.n_chunks == 6
+    # the on-disk arrays, read with plain zarr
+    g = zarr.open_group(url, mode="r")
+    np.testing.assert_array_equal(g["features/f/X"][...], X)
+    assert g["features/f/X"].chunks == (4, 5)
+    np.testing.assert_array_equal(g["labels"][...], labels)
+    np.testing.assert_array_equal(g["valid"][...], valid)
+    # split rows and chunks, against direct formulas
+    for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST)):
+        rows = np.flatnonzero((split == code) & valid)
+        np.testing.assert_array_equal(store.split_rows(name), rows)
+        assert store.split_chunks(name) == sorted({int(r) // 4 for r in rows})
+        every = np.flatnonzero(split == code)
+        assert store.split_bounds(name) == (every[0], every[-1] + 1)
+    with pytest.raises(ValueError, match="ordered train, val, test"):
+        FeatureStore.write(url, labels=labels, split=split[::-1], features={})
