@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from ._errors import ClusterError, ConfigError, DataError, ImageError, LsicError, StoreError
+from ._errors import ArrayError, ClusterError, ConfigError, DataError, ImageError, LsicError, StoreError
 from ._grid import DescriptorGrid, Descriptors
 from ._images import load_image
 from ._hog import dense_hog
@@ -24,6 +24,8 @@ from ._image_features import dense_descriptors, encode_pool, image_descriptors, 
 from ._asgd import ASGDClassifier, OneVsAllASGD, fit_lambda_grid
 from ._fusion import ScoreFusion, fusion_weights, score_stats, standardize_scores
 from ._metrics import (
+    TOP_K,
+    MetricsTally,
     classification_metrics,
     confusion_matrix,
     mean_per_class_accuracy,
@@ -42,6 +44,7 @@ __all__ = [
     "LsicError",
     "ConfigError",
     "ImageError",
+    "ArrayError",
     "DataError",
     "StoreError",
     "ClusterError",
@@ -78,6 +81,8 @@ __all__ = [
     "fusion_weights",
     "score_stats",
     "standardize_scores",
+    "MetricsTally",
+    "TOP_K",
     "classification_metrics",
     "confusion_matrix",
     "mean_per_class_accuracy",

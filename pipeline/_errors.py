@@ -28,6 +28,10 @@ class DataError(LsicError, OSError):
     """A dataset or store path is missing, unreadable or of the wrong layout."""
 
 
+class ArrayError(LsicError, ValueError):
+    """An array argument has the wrong shape, dtype or values (a ``ValueError``, as in scikit-learn)."""
+
+
 class StoreError(LsicError, RuntimeError):
     """The feature store is incomplete or was made by another configuration."""
 

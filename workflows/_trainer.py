@@ -23,13 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from lsic.pipeline import OneVsAllASGD
+from lsic.pipeline import TOP_K, OneVsAllASGD
 
 from .store import SPLIT_CODES, FeatureStore, ReadCounter
 
 log = logging.getLogger(__name__)
 
-TOP_K = 5
 
 
 class ClassBlockTrainer:

@@ -7,8 +7,9 @@ store rows it covers), then
 1. fits the fusion on the validation split (:class:`lsic.pipeline.ScoreFusion`:
    per-set standardisation, non-negative weights by coordinate ascent on the
    simplex maximising validation top-1; equal weights without a validation split);
-2. streams the test scores row chunk by row chunk, accumulating per-class top-1
-   / top-5 hits and the confusion matrix of every set and of the fused scores
+2. streams the test scores row chunk by row chunk through a
+   :class:`lsic.pipeline.MetricsTally` per set and for the fused scores
+   (per-class top-1 / top-k hits and the confusion matrix)
    (so memory is bounded by one chunk of every set, whatever the test size);
 3. writes the fusion, the metrics and the per-class arrays into the store
    (``evaluation/``), and the report folder (``metrics.json``, figures, HTML).
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lsic.pipeline import ScoreFusion, StoreError, top_k_predictions
+from lsic.pipeline import TOP_K, MetricsTally, ScoreFusion, StoreError
 
 from .store import FeatureStore
 
@@ -84,43 +85,12 @@ class EvaluateSummary:
         return format_table(self.metrics)
 
 
-class _Tally:
-    """Sufficient statistics of one score source over streamed chunks."""
-
-    def __init__(self, n_classes: int) -> None:
-        self.c = n_classes
-        self.count = np.zeros(n_classes, np.int64)
-        self.hit1 = np.zeros(n_classes, np.int64)
-        self.hit5 = np.zeros(n_classes, np.int64)
-        self.conf = np.zeros((n_classes, n_classes), np.int64)
-
-    def add(self, y: np.ndarray, s: np.ndarray) -> None:
-        top = top_k_predictions(s, 5)
-        pred = top[:, 0]
-        h1 = pred == y
-        h5 = (top == y[:, None]).any(axis=1)
-        self.count += np.bincount(y, minlength=self.c)
-        self.hit1 += np.bincount(y, weights=h1, minlength=self.c).astype(np.int64)
-        self.hit5 += np.bincount(y, weights=h5, minlength=self.c).astype(np.int64)
-        self.conf += np.bincount(y * self.c + pred, minlength=self.c * self.c).reshape(self.c, self.c)
-
-    def result(self) -> tuple[dict[str, float], dict[str, Any]]:
-        n = int(self.count.sum())
-        present = self.count > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r1 = np.where(present, self.hit1 / np.maximum(self.count, 1), np.nan)
-            r5 = np.where(present, self.hit5 / np.maximum(self.count, 1), np.nan)
-        summary = {
-            "top1": float(self.hit1.sum() / n) if n else float("nan"),
-            "top5": float(self.hit5.sum() / n) if n else float("nan"),
-            "mean_per_class": float(np.mean(r1[present])) if n else float("nan"),
-        }
-        detail = {
-            "per_class_top1": [None if not np.isfinite(v) else float(v) for v in r1],
-            "per_class_top5": [None if not np.isfinite(v) else float(v) for v in r5],
-            "confusion": self.conf.tolist(),
-        }
-        return summary, detail
+def _split_result(tally: MetricsTally) -> tuple[dict[str, float], dict[str, Any]]:
+    """A tally's numbers as the ``metrics.json`` summary and the per-class details."""
+    r = tally.result()
+    summary = {"top1": r["top1"], f"top{TOP_K}": r[f"top{TOP_K}"], "mean_per_class": r["mean_per_class"]}
+    detail = {k: r[k] for k in ("per_class_top1", f"per_class_top{TOP_K}", "confusion")}
+    return summary, detail
 
 
 def evaluate_store(
@@ -167,7 +137,7 @@ def evaluate_store(
     if any(not np.array_equal(r, test_rows[0]) for r in test_rows):
         raise StoreError("feature sets were scored on different test rows; rerun `lsic train`")
     rows = test_rows[0]
-    tallies = {n: _Tally(n_classes) for n in [*names, "fused"]}
+    tallies = {n: MetricsTally(n_classes, TOP_K) for n in [*names, "fused"]}
     for start in range(0, len(rows), chunk_rows):
         sl = slice(start, min(start + chunk_rows, len(rows)))
         y = labels[rows[sl]]
@@ -180,8 +150,8 @@ def evaluate_store(
 
     sets_metrics, details = {}, {}
     for n in names:
-        sets_metrics[n], details[n] = tallies[n].result()
-    fused_summary, details["fused"] = tallies["fused"].result()
+        sets_metrics[n], details[n] = _split_result(tallies[n])
+    fused_summary, details["fused"] = _split_result(tallies["fused"])
     metrics = {
         "sets": sets_metrics,
         "fused": {**fused_summary, "weights": fusion.weight_map()},
@@ -198,7 +168,7 @@ def write_evaluation(store: FeatureStore, metrics: Mapping[str, Any], details: M
     arrays = {
         src: {
             **{key: np.array([np.nan if v is None else v for v in d[key]], dtype=np.float64)
-               for key in ("per_class_top1", "per_class_top5")},
+               for key in ("per_class_top1", f"per_class_top{TOP_K}")},
             "confusion": np.asarray(d["confusion"], dtype=np.int64),
         }
         for src, d in details.items()
@@ -223,7 +193,8 @@ def load_evaluation(url: str, *, storage_options: Mapping[str, Any] | None = Non
     store = FeatureStore.open(url, "r", storage_options)
     attrs, arrays = store.read_evaluation()
     details = {
-        src: {"per_class_top1": _rates(a["per_class_top1"]), "per_class_top5": _rates(a["per_class_top5"]),
+        src: {"per_class_top1": _rates(a["per_class_top1"]),
+              f"per_class_top{TOP_K}": _rates(a[f"per_class_top{TOP_K}"]),
               "confusion": a["confusion"].tolist()}
         for src, a in arrays.items()
     }

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lsic.pipeline import ClusterError, ConfigError, StoreError
+from lsic.pipeline import TOP_K, ClusterError, ConfigError, MetricsTally, StoreError
 
 from . import store as _layout
 from ._trainer import ClassBlockTrainer
@@ -431,10 +431,13 @@ def _placement(workers: Mapping[str, Mapping[str, Any]], n_actors: int | None, n
 # --------------------------------------------------------------------------- run
 
 
-def _reduce_accuracy(blocks: list[Any], labels: np.ndarray, first_row: int) -> tuple[float, float]:
-    """Top-1/top-5 accuracy from the actors' (rows, top-k classes, top-k scores) blocks.
+def _reduce_accuracy(blocks: list[Any], labels: np.ndarray, first_row: int, n_classes: int) -> tuple[float, float]:
+    """Top-1/top-k accuracy from the actors' (rows, top-k classes, top-k scores) blocks.
 
-    ``labels`` are the labels of the store rows ``first_row, first_row + 1, ...``.
+    Each block holds the best classes of one class block; merged by score
+    (stably, so ties go to the lower class as in :func:`lsic.pipeline.top_k_predictions`)
+    they are each row's best classes overall. ``labels`` are the labels of the
+    store rows ``first_row, first_row + 1, ...``.
     """
     parts = [b for b in blocks if b is not None]
     if not parts:
@@ -442,10 +445,9 @@ def _reduce_accuracy(blocks: list[Any], labels: np.ndarray, first_row: int) -> t
     rows = parts[0][0]
     cls = np.concatenate([p[1] for p in parts], axis=1)
     sc = np.concatenate([p[2] for p in parts], axis=1)
-    order = np.argsort(-sc, axis=1, kind="stable")
-    top = np.take_along_axis(cls, order, 1)
-    y = labels[rows - first_row]
-    return float(np.mean(top[:, 0] == y)), float(np.mean((top[:, :5] == y[:, None]).any(axis=1)))
+    ranked = np.take_along_axis(cls, np.argsort(-sc, axis=1, kind="stable"), 1)
+    tally = MetricsTally(n_classes, TOP_K).add_ranked(labels[rows - first_row], ranked)
+    return tally.top_k_accuracy(1), tally.top_k_accuracy(TOP_K)
 
 
 def run_train(
@@ -557,7 +559,7 @@ def run_train(
                     for v in variants:
                         key = name if v == "asgd" else f"{name}/sgd"
                         rec.val_top1[key], rec.val_top5[key] = _reduce_accuracy(
-                            [r["val"][(name, v)] for r in results], val_labels, val_first)
+                            [r["val"][(name, v)] for r in results], val_labels, val_first, plan.n_classes)
             for name in names:
                 blocks = [(s.lo, s.hi) for s in pool.slots]
                 if not all(store.block_complete(name, v, e, lo, hi) for v in variants for lo, hi in blocks):

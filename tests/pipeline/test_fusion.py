@@ -7,7 +7,10 @@ import pytest
 from sklearn import metrics as skm
 
 from lsic.pipeline import (
+    TOP_K,
+    ArrayError,
     DataError,
+    MetricsTally,
     ScoreFusion,
     classification_metrics,
     confusion_matrix,
@@ -83,10 +86,45 @@ def test_classification_metrics_dict():
 
 
 def test_metric_input_errors():
-    with pytest.raises(DataError):
+    # bad arrays are ValueErrors, as in scikit-learn (and LsicErrors for the CLI)
+    with pytest.raises(ValueError, match="labels have shape"):
         top_k_accuracy([0, 1], np.zeros((3, 2)))
-    with pytest.raises(DataError):
+    with pytest.raises(ArrayError, match="must lie in 0..2"):
         top_k_accuracy([0, 5], np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="columns"):
+        MetricsTally(4).add([0], np.zeros((1, 3)))
+    assert not issubclass(ArrayError, OSError)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100])
+def test_streamed_tally_equals_sklearn_on_the_whole(chunk):
+    rng = np.random.default_rng(6)
+    y, s = _scores(rng, n=100, c=9, signal=0.6)
+    tally = MetricsTally(9)
+    for a in range(0, len(y), chunk):
+        tally.add(y[a:a + chunk], s[a:a + chunk])
+    labels = np.arange(9)
+    assert tally.n == 100
+    assert tally.top_k_accuracy(1) == pytest.approx(skm.top_k_accuracy_score(y, s, k=1, labels=labels))
+    assert tally.top_k_accuracy(TOP_K) == pytest.approx(skm.top_k_accuracy_score(y, s, k=TOP_K, labels=labels))
+    assert tally.mean_per_class_accuracy() == pytest.approx(skm.balanced_accuracy_score(y, s.argmax(1)))
+    np.testing.assert_array_equal(tally.confusion, skm.confusion_matrix(y, s.argmax(1), labels=labels))
+    assert tally.result() == classification_metrics(y, s)
+
+
+def test_tally_of_merged_class_blocks_equals_whole_scores():
+    """Training's validation: each actor ranks its class block; the merged top-k lists give the same metrics."""
+    rng = np.random.default_rng(7)
+    y, s = _scores(rng, n=80, c=11, signal=0.4)
+    cls, sc = [], []
+    for lo, hi in ((0, 4), (4, 5), (5, 11)):
+        top = np.argsort(-s[:, lo:hi], axis=1, kind="stable")[:, :TOP_K]
+        cls.append(top + lo)
+        sc.append(np.take_along_axis(s[:, lo:hi], top, 1))
+    cls, sc = np.concatenate(cls, 1), np.concatenate(sc, 1)
+    ranked = np.take_along_axis(cls, np.argsort(-sc, axis=1, kind="stable"), 1)
+    merged = MetricsTally(11).add_ranked(y, ranked)
+    assert merged.result() == MetricsTally(11).add(y, s).result()
 
 
 def test_standardize():
