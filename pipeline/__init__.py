@@ -21,7 +21,7 @@ from ._pooling import n_pyramid_blocks, normalize_feature, pyramid_blocks, pyram
 from ._feature_sets import CALTECH, PRESETS, TABLE1, FeatureSet, descriptor_dim
 from ._codebook import Codebook
 from ._image_features import dense_descriptors, encode_pool, image_descriptors, image_features
-from ._asgd import ASGDClassifier, OneVsAllASGD, fit_lambda_grid
+from ._asgd import check_asgd_params, ASGDClassifier, OneVsAllASGD, fit_lambda_grid
 from ._fusion import ScoreFusion, fusion_weights, score_stats, standardize_scores
 from ._metrics import (
     TOP_K,
@@ -83,6 +83,7 @@ __all__ = [
     "standardize_scores",
     "MetricsTally",
     "TOP_K",
+    "check_asgd_params",
     "classification_metrics",
     "confusion_matrix",
     "mean_per_class_accuracy",

@@ -60,10 +60,6 @@ class Codebook:
         self.center_norms = np.einsum("ij,ij->i", self.centers, self.centers).astype(np.float32)
 
     @property
-    def input_dim(self) -> int | None:
-        """Raw descriptor dimension expected by :meth:`project` (None without PCA: any)."""
-        return None if self.pca_components is None else self.pca_components.shape[1]
-
     @classmethod
     def fit(
         cls,

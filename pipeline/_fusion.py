@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import ConfigError, DataError
+from ._errors import ArrayError, ConfigError, DataError
 
 __all__ = ["score_stats", "standardize_scores", "fusion_weights", "ScoreFusion"]
 
@@ -115,11 +115,11 @@ def fusion_weights(
     Z = [np.asarray(s, dtype=np.float32) for s in scores]
     m = len(Z)
     if m == 0:
-        raise DataError("no score matrices to fuse; train at least one feature set")
+        raise ArrayError("no score matrices to fuse; train at least one feature set")
     y = np.asarray(y, dtype=np.int64)
     for s in Z:
         if s.shape != Z[0].shape or s.ndim != 2 or s.shape[0] != len(y):
-            raise DataError(f"score matrices have shapes {[z.shape for z in Z]} for {len(y)} labels; they must agree")
+            raise ArrayError(f"score matrices have shapes {[z.shape for z in Z]} for {len(y)} labels; they must agree")
     if grid < 2 or rounds < 0:
         raise ConfigError(f"fusion grid={grid} rounds={rounds}; use grid >= 2 and rounds >= 0")
     if m == 1 or len(y) == 0:
@@ -209,7 +209,7 @@ class ScoreFusion:
             raise ConfigError(f"fusion method {method!r} is unknown; use coordinate_ascent or equal")
         names = tuple(scores)
         if not names:
-            raise DataError("no feature sets to fuse; train at least one feature set")
+            raise ArrayError("no feature sets to fuse; train at least one feature set")
         ref = reference if reference is not None else scores
         stats = [score_stats(ref[n]) for n in names]
         use_val = y is not None and method == "coordinate_ascent" and len(np.asarray(y)) > 0
@@ -230,17 +230,12 @@ class ScoreFusion:
         """Fused scores ``sum_s w_s (S_s - mu_s) / sigma_s``: (n, n_classes) float32."""
         missing = [n for n in self.names if n not in scores]
         if missing:
-            raise DataError(f"scores of feature set(s) {missing} are missing; fusion needs all of {list(self.names)}")
+            raise ArrayError(f"scores of feature set(s) {missing} are missing; fusion needs all of {list(self.names)}")
         out = None
         for n, w, mu, sd in zip(self.names, self.weights, self.means, self.stds):
             z = standardize_scores(scores[n], mu, sd)
             out = np.float32(w) * z if out is None else out + np.float32(w) * z
         return out.astype(np.float32)
-
-    def standardized(self, name: str, scores: Any) -> np.ndarray:
-        """One set's standardised scores, (n, n_classes) float32."""
-        i = self.names.index(name)
-        return standardize_scores(scores, self.means[i], self.stds[i])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (stored in the run's store attrs)."""

@@ -1,6 +1,7 @@
 """The ``lsic`` command: a thin layer of argument parsing over the workflows.
 
-Each subcommand module registers itself through :func:`_add_subcommands`; a
+The subcommands, their flags and their few lines over each workflow live in
+``workflows/_commands.py`` (registered by :func:`_add_subcommands`); a
 user error (:class:`lsic.pipeline.LsicError`) becomes one line on stderr and
 exit code 2, while a real bug keeps its traceback.
 """

@@ -27,7 +27,7 @@ from typing import Any
 import dask.config
 import yaml
 
-from lsic.pipeline import ConfigError, DescriptorGrid, FeatureSet
+from lsic.pipeline import ConfigError, DescriptorGrid, FeatureSet, check_asgd_params
 
 from ._defaults import ensure_defaults
 
@@ -135,14 +135,10 @@ class TrainConfig:
     threads_per_actor: int | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError("train.epochs must be at least 1")
-        if self.lam <= 0:
-            raise ConfigError("train.lam must be positive (the L2 weight lambda of eq. 3)")
-        if self.c not in (1, 1.0, 2 / 3) and not abs(self.c - 2 / 3) < 1e-6:
-            raise ConfigError(f"train.c is {self.c}; the paper's step schedule (eq. 7) uses 1 or 0.6667")
-        if self.mode not in ("block", "exact"):
-            raise ConfigError(f"train.mode {self.mode!r} is unknown; use block or exact")
+        # the estimator's _parameter_constraints are the one definition of valid values
+        check_asgd_params({"epochs": self.epochs, "lam": self.lam, "eta0": self.eta0, "c": self.c,
+                           "average": self.average, "mode": self.mode, "fit_intercept": self.fit_intercept},
+                          where="train")
 
 
 @dataclass(frozen=True)

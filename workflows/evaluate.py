@@ -32,32 +32,11 @@ import numpy as np
 
 from lsic.pipeline import TOP_K, MetricsTally, ScoreFusion, StoreError
 
-from .store import FeatureStore
+from .store import FeatureStore, load_evaluation, read_curves
+
+__all__ = ["EvaluateSummary", "evaluate_store", "load_evaluation", "load_fusion", "run_evaluate", "write_evaluation"]
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- reading training's output
-
-
-def read_curves(store: FeatureStore, names: Sequence[str]) -> dict[str, dict[str, list[float]]]:
-    """Per-epoch validation top-1 accuracies for Fig. 3, ``{set: {"asgd": [...], "sgd": [...]}}``.
-
-    Training records one entry per epoch in the history of ``models/<set>``
-    (``{"epoch": e, "val_top1": {"<set>": acc, "<set>/sgd": acc}, ...}``); a set
-    without a record gets no curve.
-    """
-    out: dict[str, dict[str, list[float]]] = {}
-    for name in names:
-        recs = sorted((h for h in store.history(name) if isinstance(h, Mapping)), key=lambda h: h.get("epoch", 0))
-        curve: dict[str, list[float]] = {}
-        for method, key in (("asgd", name), ("sgd", f"{name}/sgd")):
-            vals = [h.get("val_top1", {}).get(key) for h in recs]
-            if any(v is not None for v in vals):
-                curve[method] = [None if v is None else float(v) for v in vals]
-        if curve:
-            out[name] = curve
-    return out
 
 
 # --------------------------------------------------------------------------- the stage
@@ -182,33 +161,6 @@ def load_fusion(store: FeatureStore) -> ScoreFusion:
     if not store.has_evaluation():
         raise StoreError("the store has no evaluation yet; run `lsic evaluate` (or `lsic run`) first")
     return ScoreFusion.from_dict(store.read_evaluation()[0]["fusion"])
-
-
-def _rates(values: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in values]
-
-
-def load_evaluation(url: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Everything the report needs, read back from an evaluated store."""
-    store = FeatureStore.open(url, "r", storage_options)
-    attrs, arrays = store.read_evaluation()
-    details = {
-        src: {"per_class_top1": _rates(a["per_class_top1"]),
-              f"per_class_top{TOP_K}": _rates(a[f"per_class_top{TOP_K}"]),
-              "confusion": a["confusion"].tolist()}
-        for src, a in arrays.items()
-    }
-    names = list(attrs["metrics"]["sets"])
-    return {
-        "metrics": attrs["metrics"],
-        "details": details,
-        "fusion": ScoreFusion.from_dict(attrs["fusion"]),
-        "class_names": store.class_names,
-        "curves": read_curves(store, names),
-        "config": store.config,
-        "timings": store.timings(),
-        "report": attrs.get("report"),
-    }
 
 
 def run_evaluate(

@@ -354,7 +354,7 @@ def report_from_store(url: str, out_dir: str | os.PathLike | None = None, *, sto
 
     The report folder defaults to the one recorded by the last evaluation.
     """
-    from .evaluate import load_evaluation
+    from .store import load_evaluation
 
     ev = load_evaluation(url, storage_options=storage_options)
     target = out_dir or ev["report"] or "report"

@@ -32,7 +32,7 @@ import zarr
 import zarr.codecs
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-from lsic.pipeline import Codebook, FeatureSet, OneVsAllASGD, StoreError, __version__
+from lsic.pipeline import TOP_K, Codebook, FeatureSet, OneVsAllASGD, ScoreFusion, StoreError, __version__
 
 if TYPE_CHECKING:
     from .datasets import Manifest
@@ -847,3 +847,54 @@ def reduce_score_rows(url: str, storage_options: Mapping[str, Any] | None, name:
 def model_settings(n_features: int, params: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON settings a checkpoint must match to be resumed (training parameters and shape)."""
     return {"n_features": int(n_features), **{k: params[k] for k in sorted(params)}}
+
+
+def read_curves(store: FeatureStore, names: Sequence[str]) -> dict[str, dict[str, list[float | None]]]:
+    """Per-epoch validation top-1 accuracies for Fig. 3, ``{set: {"asgd": [...], "sgd": [...]}}``.
+
+    Training records one entry per epoch in the history of ``models/<set>``
+    (``{"epoch": e, "val_top1": {"<set>": acc, "<set>/sgd": acc}, ...}``); a set
+    without a record gets no curve.
+    """
+    out: dict[str, dict[str, list[float | None]]] = {}
+    for name in names:
+        recs = sorted((h for h in store.history(name) if isinstance(h, Mapping)), key=lambda h: h.get("epoch", 0))
+        curve: dict[str, list[float | None]] = {}
+        for method, key in (("asgd", name), ("sgd", f"{name}/sgd")):
+            vals = [h.get("val_top1", {}).get(key) for h in recs]
+            if any(v is not None for v in vals):
+                curve[method] = [None if v is None else float(v) for v in vals]
+        if curve:
+            out[name] = curve
+    return out
+
+
+def _rates(values: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in values]
+
+
+def load_evaluation(url: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the report needs, read back from an evaluated store.
+
+    Returns
+    -------
+    dict with ``metrics`` (the ``metrics.json`` record), ``details`` (per
+    source: per-class rates and the confusion matrix), ``fusion``
+    (:class:`~lsic.pipeline.ScoreFusion`), ``class_names``, ``curves``,
+    ``config``, ``timings`` and ``report`` (the folder of the last evaluation).
+    """
+    store = FeatureStore.open(url, "r", storage_options)
+    attrs, arrays = store.read_evaluation()
+    rates = ("per_class_top1", f"per_class_top{TOP_K}")
+    details = {src: {**{k: _rates(a[k]) for k in rates}, "confusion": a["confusion"].tolist()}
+               for src, a in arrays.items()}
+    return {
+        "metrics": attrs["metrics"],
+        "details": details,
+        "fusion": ScoreFusion.from_dict(attrs["fusion"]),
+        "class_names": store.class_names,
+        "curves": read_curves(store, list(attrs["metrics"]["sets"])),
+        "config": store.config,
+        "timings": store.timings(),
+        "report": attrs.get("report"),
+    }

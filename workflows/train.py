@@ -41,7 +41,7 @@ from lsic.pipeline import TOP_K, ClusterError, ConfigError, MetricsTally, StoreE
 
 from . import store as _layout
 from ._trainer import ClassBlockTrainer
-from .store import SCORE_SPLITS, SPLITS, FeatureStore
+from .store import SCORE_SPLITS, SPLITS, VARIANTS, FeatureStore
 
 if TYPE_CHECKING:
     from .config import Experiment
@@ -49,6 +49,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 3
+"""A class block whose actor is lost more often than this fails the run (resumable)."""
+BUSY_WORKER_GRACE_S = 10.0
+"""A worker the scheduler still lists this long after a call to its actor failed was busy, not lost."""
+REPLACEMENT_WAIT_S = 60.0
+"""How long a lost actor waits for a live worker to restart on."""
+WORKER_POLL_S = 0.5
+"""Interval between the scheduler's worker lists while waiting for, or watching, workers."""
+CALL_POLL_S = 0.02
+"""Interval between checks of the pending actor calls (short: an epoch call is seconds to minutes)."""
 
 
 # --------------------------------------------------------------------------- plan
@@ -310,13 +319,13 @@ class _ActorPool:
                 live = self._workers()
                 workers = {a: w for a, w in live.items() if _worker_id(a, w) != lost}
                 waited = time.monotonic() - start
-                if not workers and waited > 10 and lost[0] in live and _worker_id(lost[0], live[lost[0]]) == lost:
+                if not workers and waited > BUSY_WORKER_GRACE_S and lost[0] in live and _worker_id(lost[0], live[lost[0]]) == lost:
                     # The call failed but the scheduler still lists that worker well after: it was
                     # busy, not gone (a comm timeout while it trained). Restart on it, from the checkpoint.
                     workers = {lost[0]: live[lost[0]]}
-                if workers or waited > 60:
+                if workers or waited > REPLACEMENT_WAIT_S:
                     break
-                time.sleep(0.5)
+                time.sleep(WORKER_POLL_S)
             if not workers:
                 raise ClusterError("all workers were lost during training; rerun `lsic train` to resume")
             others = [s.address for s in self.slots if s is not slot]
@@ -343,7 +352,7 @@ class _ActorPool:
         results: dict[int, Any] = {}
         last_check = 0.0
         while pending:
-            time.sleep(0.02)
+            time.sleep(CALL_POLL_S)
             lost: list[_Slot] = []
             for i, fut in list(pending.items()):
                 if not fut.done():
@@ -357,7 +366,7 @@ class _ActorPool:
                     else:
                         raise
             now = time.monotonic()
-            if not lost and now - last_check > 0.5:
+            if not lost and now - last_check > WORKER_POLL_S:
                 last_check = now
                 workers = self._workers()
                 lost = [self.slots[i] for i in pending if not self._alive(self.slots[i], workers)]
@@ -496,32 +505,16 @@ def run_train(
         No workers, or an actor lost more than ``MAX_RESTARTS`` times.
     """
     t0 = time.perf_counter()
-    url, so = exp.store.url, dict(exp.store.storage_options)
-    store = FeatureStore.open(url, "r+", so)
-    if not store.extract_complete:
-        raise StoreError(f"store {url!r} is not completely extracted; run `lsic extract` (it resumes) first")
     names = _select_sets(exp, sets)
-    if restart:
-        for name in names:
-            store.drop_models(name)
-    plan = plan_train(exp, store, sets=names, epochs=epochs)
-    if plan.stale:
-        raise StoreError(
-            f"models of set(s) {', '.join(plan.stale)} in {url!r} were trained with other settings; "
-            "rerun with --restart to train them from scratch"
-        )
-    for name in names:
-        store.init_models(name, {"settings": run_settings(exp, store, name, plan.n_features[name]),
-                                 "n_classes": plan.n_classes, "n_features": plan.n_features[name],
-                                 "class_names": store.class_names, "history": []})
-    summary = TrainSummary(url, names, 0, plan.n_classes, tuple(plan.todo_epochs), plan.final_epoch,
+    store, plan = _prepare(exp, names, epochs, restart)
+    summary = TrainSummary(store.url, names, 0, plan.n_classes, tuple(plan.todo_epochs), plan.final_epoch,
                            len(plan.chunks["train"]), 0.0)
     if plan.complete:
-        log.info("train: %s is complete (epoch %d, scores written); nothing to do", url, plan.final_epoch)
+        log.info("train: %s is complete (epoch %d, scores written); nothing to do", store.url, plan.final_epoch)
         summary.seconds = time.perf_counter() - t0
         return summary
     if not plan.chunks["train"]:
-        raise StoreError(f"store {url!r} has no valid training rows; check the dataset split and failures.json")
+        raise StoreError(f"store {store.url!r} has no valid training rows; check the dataset split and failures.json")
 
     owns_client = client is None
     if owns_client:
@@ -536,52 +529,16 @@ def run_train(
                  ", ".join(sorted({s.address for s in pool.slots})),
                  ", ".join(f"{s.lo}..{s.hi - 1}" for s in pool.slots))
         pool.call("restore", lambda s: (plan.start_epoch,), plan.start_epoch)
-        validate = exp.train.validate_each_epoch and bool(plan.chunks["val"])
-        val_first = plan.bounds["val"][0]
-        val_labels = store.labels(slice(*plan.bounds["val"])) if validate else None
-        variants = ["asgd", "sgd"] if exp.train.compare_sgd else ["asgd"]
         for e in plan.todo_epochs:
-            te = time.perf_counter()
-            for name in names:
-                for v in variants:
-                    store.create_epoch(name, v, e, plan.n_classes)
-            order = epoch_order(plan.chunks["train"], exp.seed, e)
-            val = list(plan.chunks["val"]) if validate else []
-            restarts0 = sum(s.restarts for s in pool.slots)
-            results = pool.call("train_epoch", lambda s: (e, order, val), e - 1)
-            for s, r in zip(pool.slots, results):
-                s.stats = r["stats"]
-            rec = EpochRecord(e, time.perf_counter() - te, max(r["rows"] for r in results),
-                              restarts=sum(s.restarts for s in pool.slots) - restarts0,
-                              actor_seconds=max(r["train_seconds"] for r in results))
-            if validate:
-                for name in names:
-                    for v in variants:
-                        key = name if v == "asgd" else f"{name}/sgd"
-                        rec.val_top1[key], rec.val_top5[key] = _reduce_accuracy(
-                            [r["val"][(name, v)] for r in results], val_labels, val_first, plan.n_classes)
-            for name in names:
-                blocks = [(s.lo, s.hi) for s in pool.slots]
-                if not all(store.block_complete(name, v, e, lo, hi) for v in variants for lo, hi in blocks):
-                    raise StoreError(f"checkpoint of epoch {e} of set {name!r} is incomplete after the epoch; rerun")
-                hist = [h for h in store.history(name) if h["epoch"] < e]
-                store.update_models(name, history=hist + [rec.to_dict()], epochs_complete=e)
-                for v in variants:  # keep the newest complete checkpoint only
-                    store.drop_epoch(name, v, e - 1)
+            rec = _train_epoch(pool, store, plan, exp, e)
             summary.history.append(rec)
             if progress:
                 log.info("train: %s", rec.line())
             if on_epoch is not None:
                 on_epoch(rec)
-        final = plan.final_epoch
-        for name in names:
-            store.create_final_weights(name, plan.n_classes, plan.n_features[name])
-        pool.call("write_final", lambda s: (), final)
-        for name in names:
-            store.update_models(name, final_epoch=final)
-        _score(client, pool, store, plan, final)
-        stats = pool.call("stats", lambda s: (), final)
-        for s, st in zip(pool.slots, stats):
+        _write_final(pool, store, plan)
+        _score(client, pool, store, plan, plan.final_epoch)
+        for s, st in zip(pool.slots, pool.call("stats", lambda s: (), plan.final_epoch)):
             s.stats = st
     finally:
         if pool is not None:
@@ -592,6 +549,77 @@ def run_train(
     summary.seconds = time.perf_counter() - t0
     log.debug(summary.line())  # the CLI prints it
     return summary
+
+
+def _prepare(exp: Experiment, names: tuple[str, ...], epochs: int | None,
+             restart: bool) -> tuple[FeatureStore, TrainPlan]:
+    """Open the store, drop what ``restart`` asks, plan, and record each set's settings before training."""
+    store = FeatureStore.open(exp.store.url, "r+", exp.store.storage_options)
+    if not store.extract_complete:
+        raise StoreError(f"store {store.url!r} is not completely extracted; run `lsic extract` (it resumes) first")
+    if restart:
+        for name in names:
+            store.drop_models(name)
+    plan = plan_train(exp, store, sets=names, epochs=epochs)
+    if plan.stale:
+        raise StoreError(
+            f"models of set(s) {', '.join(plan.stale)} in {store.url!r} were trained with other settings; "
+            "rerun with --restart to train them from scratch"
+        )
+    for name in names:
+        store.init_models(name, {"settings": run_settings(exp, store, name, plan.n_features[name]),
+                                 "n_classes": plan.n_classes, "n_features": plan.n_features[name],
+                                 "class_names": store.class_names, "history": []})
+    return store, plan
+
+
+def _variants(exp: Experiment) -> list[str]:
+    return list(VARIANTS) if exp.train.compare_sgd else ["asgd"]
+
+
+def _train_epoch(pool: _ActorPool, store: FeatureStore, plan: TrainPlan, exp: Experiment, e: int) -> EpochRecord:
+    """Epoch ``e``: one call per actor, the validation reduce, then the checkpoint marks and history."""
+    te = time.perf_counter()
+    variants = _variants(exp)
+    validate = exp.train.validate_each_epoch and bool(plan.chunks["val"])
+    for name in plan.sets:
+        for v in variants:
+            store.create_epoch(name, v, e, plan.n_classes)
+    order = epoch_order(plan.chunks["train"], exp.seed, e)
+    val = list(plan.chunks["val"]) if validate else []
+    restarts0 = sum(s.restarts for s in pool.slots)
+    results = pool.call("train_epoch", lambda s: (e, order, val), e - 1)
+    for s, r in zip(pool.slots, results):
+        s.stats = r["stats"]
+    rec = EpochRecord(e, time.perf_counter() - te, max(r["rows"] for r in results),
+                      restarts=sum(s.restarts for s in pool.slots) - restarts0,
+                      actor_seconds=max(r["train_seconds"] for r in results))
+    if validate:
+        val_first = plan.bounds["val"][0]
+        val_labels = store.labels(slice(*plan.bounds["val"]))
+        for name in plan.sets:
+            for v in variants:
+                key = name if v == "asgd" else f"{name}/sgd"
+                rec.val_top1[key], rec.val_top5[key] = _reduce_accuracy(
+                    [r["val"][(name, v)] for r in results], val_labels, val_first, plan.n_classes)
+    blocks = [(s.lo, s.hi) for s in pool.slots]
+    for name in plan.sets:
+        if not all(store.block_complete(name, v, e, lo, hi) for v in variants for lo, hi in blocks):
+            raise StoreError(f"checkpoint of epoch {e} of set {name!r} is incomplete after the epoch; rerun")
+        hist = [h for h in store.history(name) if h["epoch"] < e]
+        store.update_models(name, history=hist + [rec.to_dict()], epochs_complete=e)
+        for v in variants:  # keep the newest complete checkpoint only
+            store.drop_epoch(name, v, e - 1)
+    return rec
+
+
+def _write_final(pool: _ActorPool, store: FeatureStore, plan: TrainPlan) -> None:
+    """The averaged weights of the final epoch into ``models/<set>/coef`` and ``intercept``."""
+    for name in plan.sets:
+        store.create_final_weights(name, plan.n_classes, plan.n_features[name])
+    pool.call("write_final", lambda s: (), plan.final_epoch)
+    for name in plan.sets:
+        store.update_models(name, final_epoch=plan.final_epoch)
 
 
 def _score(client: Any, pool: _ActorPool, store: FeatureStore, plan: TrainPlan, final: int) -> None:

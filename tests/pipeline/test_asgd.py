@@ -294,9 +294,9 @@ def test_errors_name_the_value():
     with pytest.raises(ConfigError, match="mode"):
         OneVsAllASGD(4, [0], lam=1e-3, mode="fast")
     m = OneVsAllASGD(4, [0], lam=1e-3)
-    with pytest.raises(DataError, match="n_features=4"):
+    with pytest.raises(ValueError, match="n_features=4"):
         m.partial_fit(np.zeros((3, 5), np.float32), np.zeros(3, int))
-    with pytest.raises(DataError, match="int class ids"):
+    with pytest.raises(ValueError, match="int class ids"):
         m.partial_fit(np.zeros((3, 4), np.float32), np.zeros(3))
     with pytest.raises(DataError, match="missing key"):
         OneVsAllASGD.from_state_dict({"version": np.array(1)})

@@ -9,7 +9,6 @@ from sklearn import metrics as skm
 from lsic.pipeline import (
     TOP_K,
     ArrayError,
-    DataError,
     MetricsTally,
     ScoreFusion,
     classification_metrics,
@@ -197,7 +196,7 @@ def test_fusion_weights_single_set_and_errors():
     rng = np.random.default_rng(0)
     y, s = _scores(rng)
     assert fusion_weights([s], y).tolist() == [1.0]
-    with pytest.raises(DataError):
+    with pytest.raises(ValueError, match="shapes"):
         fusion_weights([s, s[:10]], y)
-    with pytest.raises(DataError):
+    with pytest.raises(ArrayError, match="missing"):
         ScoreFusion.fit({"a": s}, y).transform({"b": s})
