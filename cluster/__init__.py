@@ -49,22 +49,28 @@ config.load_defaults()
 
 
 class _StageClient(Client):
-    """A ``Client`` that also finishes its performance report and closes the cluster it owns."""
+    """A ``Client`` that also finishes its performance report and closes the cluster it started.
 
-    _lsic_cluster: Any = None
-    _lsic_report: StageReport | None = None
+    ``Client.cluster`` is the cluster it was created with; ``owns_cluster``
+    says whether :func:`make_client` started it (then closing the client
+    closes it too) or it was reached at an address.
+    """
+
+    owns_cluster: bool = False
+    stage_report: StageReport | None = None
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
-        report, self._lsic_report = self._lsic_report, None
+        report, self.stage_report = self.stage_report, None
         if report is not None and self.status == "running":
             try:
                 report.finish(self)
             except Exception as exc:  # a report must never hide the stage's own result
                 log.warning("could not write the performance report %s: %s", report.path, exc)
+        cluster = self.cluster if self.owns_cluster else None
+        self.owns_cluster = False
         try:
             return super().close(*args, **kwargs)
         finally:
-            cluster, self._lsic_cluster = self._lsic_cluster, None
             if cluster is not None:
                 cluster.close()
 
@@ -125,7 +131,7 @@ def make_client(kind: str | None = None, *, stage: str | None = None, **override
         except BaseException:
             cluster.close()
             raise
-        client._lsic_cluster = cluster
+        client.owns_cluster = True
         if settings.kind != "local":
             try:
                 from ._jobqueue import wait_for_jobs
@@ -138,7 +144,7 @@ def make_client(kind: str | None = None, *, stage: str | None = None, **override
     if settings.report_dir is not None:
         report = StageReport(settings.report_dir, stage)
         report.start(client)
-        client._lsic_report = report
+        client.stage_report = report
     return client
 
 

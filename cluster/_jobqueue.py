@@ -109,16 +109,18 @@ def jobqueue_sizing(settings: ClusterSettings) -> tuple[dict[str, Any], int, int
             f"dask-jobqueue needs the memory per {kind} job; set jobqueue.{kind}.memory in jobqueue.yaml "
             "or memory: (or --memory-limit) in the config's cluster section"
         )
-    per_job = processes or _default_processes(cores)
+    per_job = processes or _default_processes(kind, kwargs)
     n_jobs = max(1, math.ceil(settings.workers / per_job)) if settings.workers else 1
     return kwargs, n_jobs, per_job
 
 
-def _default_processes(cores: int) -> int:
-    # dask-jobqueue's own rule when processes is None
-    from distributed.deploy.utils import nprocesses_nthreads
-
-    return nprocesses_nthreads(cores)[0]
+def _default_processes(kind: str, kwargs: dict[str, Any]) -> int:
+    """Worker processes per job when none is set: what dask-jobqueue's job class chooses itself."""
+    try:
+        job = _cluster_class(kind).job_cls("tcp://<scheduler-address>:8786", name="lsic-sizing", **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ClusterError(f"invalid {kind} job settings: {str(exc).splitlines()[0]}") from exc
+    return int(job.worker_processes)
 
 
 def _check_submit_command(kind: str) -> None:
@@ -176,18 +178,9 @@ def wait_for_jobs(client: Any, cluster: Any, settings: ClusterSettings) -> None:
     n_workers = n_jobs * per_job
     command = cluster.job_cls.submit_command.split()[0]
     t0 = time.monotonic()
-    # what cluster.scale(jobs=n_jobs) does, but submitting synchronously so a
-    # refused submission (bad queue, account, ...) raises here, not in a log
-    while len(cluster.worker_spec) < n_jobs:
-        cluster.worker_spec.update(cluster.new_worker_spec())
     try:
-        cluster.sync(cluster._correct_state)
+        submit_jobs(cluster, n_jobs)
     except RuntimeError as exc:
-        from distributed.core import Status
-
-        for job in list(cluster.workers.values()):
-            if job.status == Status.created:  # never submitted: let cluster.close() skip it
-                job.status = Status.failed
         reason = _submit_error(str(exc))
         raise ClusterError(
             f"{command} refused the Dask worker job ({reason}); check jobqueue.{settings.kind} "
@@ -213,6 +206,35 @@ def wait_for_jobs(client: Any, cluster: Any, settings: ClusterSettings) -> None:
         n_workers,
         time.monotonic() - t0,
     )
+
+
+def submit_jobs(cluster: Any, n_jobs: int) -> None:
+    """Submit ``n_jobs`` jobs and wait for the submit command of each, so a refusal raises here.
+
+    ``cluster.scale(jobs=n_jobs)`` submits in the background and a refused
+    submission (bad queue, account, ...) only reaches the scheduler's log;
+    ``distributed`` has no public way to wait for the submission itself. This
+    function is lsic's one use of ``SpecCluster.worker_spec``,
+    ``new_worker_spec``, ``_correct_state`` and of a job's ``status``;
+    ``tests/cluster/test_cluster_config.py::test_spec_cluster_internals_used_by_submit_jobs``
+    fails when an installed ``distributed`` changes them.
+
+    Raises
+    ------
+    RuntimeError
+        The submit command failed (its stderr is in the message).
+    """
+    from distributed.core import Status
+
+    while len(cluster.worker_spec) < n_jobs:
+        cluster.worker_spec.update(cluster.new_worker_spec())
+    try:
+        cluster.sync(cluster._correct_state)
+    except RuntimeError:
+        for job in list(cluster.workers.values()):
+            if job.status == Status.created:  # never submitted: let cluster.close() skip it
+                job.status = Status.failed
+        raise
 
 
 def _submit_error(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import dask.config
 from distributed import LocalCluster
 from dask.system import CPU_COUNT
 
@@ -59,8 +60,12 @@ def start_local(settings: ClusterSettings, security: Any | None) -> LocalCluster
     if settings.memory_limit is not None:
         kwargs["memory_limit"] = settings.memory_limit
     log.debug("starting LocalCluster %s", kwargs)
+    from .worker_env import pre_spawn_environ
+
     try:
-        cluster = LocalCluster(**kwargs)
+        # the nannies read their pre-spawn environment when they are created, here
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn_environ()}):
+            cluster = LocalCluster(**kwargs)
     except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ClusterError(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from typing import Any
 
 from distributed import Client, performance_report
 
@@ -40,24 +40,27 @@ class StageReport:
     """A ``distributed.performance_report`` spanning the life of one client.
 
     :meth:`start` when the stage starts, :meth:`finish` before the client
-    closes (``make_client`` does both); the HTML lands in :attr:`path`.
+    closes (``make_client`` does both); the HTML lands in :attr:`path`. The
+    report is entered as a context manager held open in an ``ExitStack``,
+    since the client outlives the call that creates it.
     """
 
     def __init__(self, folder: str, stage: str | None) -> None:
         self.path = report_path(folder, stage)
-        self._report: Any = None
+        self._stack: contextlib.ExitStack | None = None
 
     def start(self, client: Client) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self._report = performance_report(filename=self.path)
+        stack = contextlib.ExitStack()
         with client.as_current():
-            self._report.__enter__()
+            stack.enter_context(performance_report(filename=self.path))
+        self._stack = stack
 
     def finish(self, client: Client) -> str | None:
-        report, self._report = self._report, None
-        if report is None:
+        stack, self._stack = self._stack, None
+        if stack is None:
             return None
         with client.as_current():
-            report.__exit__(None, None, None)
+            stack.close()
         log.info("performance report written to %s", self.path)
         return self.path

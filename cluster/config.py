@@ -67,10 +67,6 @@ def load_defaults() -> None:
 
     Idempotent; called when :mod:`lsic.cluster` is imported.
     """
-    # distributed's own defaults first: loaded after ours, its MALLOC_TRIM_THRESHOLD_
-    # would count as a newer default and replace our null
-    import distributed  # noqa: F401
-
     with open(_DEFAULTS_FILE, encoding="utf-8") as f:
         defaults = yaml.safe_load(f)
     dask.config.update_defaults(defaults)

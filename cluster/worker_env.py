@@ -1,11 +1,14 @@
-"""Nanny preload for batch-system workers: lsic's worker-process environment.
+"""lsic's worker-process environment, applied only to the clusters lsic starts.
 
-``dask worker --preload-nanny lsic.cluster.worker_env`` (lsic adds it to the
-dask-jobqueue worker command) loads ``cluster.yaml`` into the nanny's dask
-config before the nanny spawns its worker, so remote workers get the same
-``distributed.nanny.pre-spawn-environ`` as a local cluster started from lsic:
-in particular no ``MALLOC_TRIM_THRESHOLD_`` (see ``cluster.yaml``) unless the
-site's dask config or the job's environment sets one.
+``lsic.cluster.worker-environ`` (``cluster.yaml``) lists environment variables
+for worker processes on top of distributed's ``distributed.nanny.pre-spawn-environ``;
+a null drops distributed's default for that variable (in particular
+``MALLOC_TRIM_THRESHOLD_``, see ``cluster.yaml``) unless the site's dask config
+set its own value or the OS environment has one. Importing lsic changes nothing
+in distributed's config: :func:`lsic.cluster._local.start_local` passes the
+result to the nannies it starts, and ``dask worker --preload-nanny
+lsic.cluster.worker_env`` (added by lsic to the dask-jobqueue worker command)
+applies it in each batch-system nanny before it spawns its worker.
 """
 
 from __future__ import annotations
@@ -18,12 +21,38 @@ import dask.config
 from .config import load_defaults
 
 _KEY = "distributed.nanny.pre-spawn-environ"
+_LSIC_KEY = "lsic.cluster.worker-environ"
+
+
+def _shipped_defaults() -> dict[str, Any]:
+    """distributed's own pre-spawn defaults (what a site did not choose)."""
+    out: dict[str, Any] = {}
+    for d in dask.config.defaults:
+        out.update(((d.get("distributed") or {}).get("nanny") or {}).get("pre-spawn-environ") or {})
+    return out
+
+
+def pre_spawn_environ() -> dict[str, Any]:
+    """The ``distributed.nanny.pre-spawn-environ`` of an lsic cluster: distributed's, with lsic's changes.
+
+    lsic's value replaces distributed's default only; a value the site set in its
+    dask config is kept.
+    """
+    env = dict(dask.config.get(_KEY, default={}) or {})
+    shipped = _shipped_defaults()
+    for key, value in (dask.config.get(_LSIC_KEY, default={}) or {}).items():
+        if key in env and env[key] != shipped.get(key):
+            continue  # the site's own choice
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
 
 
 def worker_environment() -> dict[str, str]:
-    """The pre-spawn environment the dask config asks for (the OS environment wins, None unsets)."""
-    cfg = dask.config.get(_KEY, default={}) or {}
-    return {k: os.environ.get(k, str(v)) for k, v in cfg.items() if v is not None}
+    """The environment variables an lsic worker process gets before it starts (the OS environment wins)."""
+    return {k: os.environ.get(k, str(v)) for k, v in pre_spawn_environ().items() if v is not None}
 
 
 def dask_setup(nanny: Any) -> None:

@@ -199,3 +199,38 @@ def test_worker_env_preload_drops_distributed_malloc_trim_unless_asked(monkeypat
         nanny = _FakeNanny({"MALLOC_TRIM_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"})
         worker_env.dask_setup(nanny)
         assert nanny.pre_spawn_env["MALLOC_TRIM_THRESHOLD_"] == "131072"
+
+
+def test_spec_cluster_internals_used_by_submit_jobs():
+    """Fails loudly when distributed changes what lsic.cluster._jobqueue.submit_jobs relies on."""
+    import inspect
+
+    from distributed.core import Status
+    from distributed.deploy.spec import ProcessInterface, SpecCluster
+
+    assert list(inspect.signature(SpecCluster._correct_state).parameters) == ["self"], "_correct_state changed"
+    assert list(inspect.signature(SpecCluster.new_worker_spec).parameters) == ["self"], "new_worker_spec changed"
+    assert "self.worker_spec" in inspect.getsource(SpecCluster.__init__), "SpecCluster.worker_spec changed"
+    assert {"created", "failed"} <= {s.name for s in Status}
+    assert "status" in inspect.getsource(ProcessInterface.__init__)
+
+
+def test_default_processes_per_job_is_dask_jobqueues_choice():
+    import dask_jobqueue
+    from lsic.cluster import config as cconfig
+    from lsic.cluster._jobqueue import jobqueue_sizing
+
+    settings = cconfig.resolve("slurm", None, {"cores": 8, "memory": "16GB"})
+    _, _, per_job = jobqueue_sizing(settings)
+    job = dask_jobqueue.SLURMCluster.job_cls("tcp://127.0.0.1:8786", name="x", cores=8, memory="16GB")
+    assert per_job == job.worker_processes >= 1
+
+
+def test_importing_lsic_cluster_leaves_distributeds_worker_env_alone():
+    from lsic.cluster.worker_env import _shipped_defaults, pre_spawn_environ
+
+    shipped = _shipped_defaults()
+    if "MALLOC_TRIM_THRESHOLD_" in shipped:  # distributed's own default is still in force ...
+        assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") == shipped[
+            "MALLOC_TRIM_THRESHOLD_"]
+    assert "MALLOC_TRIM_THRESHOLD_" not in pre_spawn_environ()  # ... but not for lsic's clusters

@@ -26,7 +26,7 @@ def _hosts(client) -> set[str]:
 def test_local_extract_listens_on_loopback_only(caplog):
     caplog.set_level(logging.INFO, logger="lsic.cluster")
     with make_client(stage="extract", workers=2) as client:
-        cluster = client._lsic_cluster
+        cluster = client.cluster
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
         assert _hosts(client) == {"127.0.0.1"}
         link = urlparse(client.dashboard_link)
