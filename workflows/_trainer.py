@@ -25,9 +25,12 @@ import numpy as np
 
 from lsic.pipeline import TOP_K, OneVsAllASGD
 
-from .store import SPLIT_CODES, FeatureStore, ReadCounter
+from .store import SPLIT_CODES, TRAIN, VAL, FeatureStore, ReadCounter
 
 log = logging.getLogger(__name__)
+
+#: key of the usable-row mask of a refit pass (training and validation rows together)
+FIT = -1
 
 
 
@@ -49,6 +52,14 @@ class ClassBlockTrainer:
         Threads of the ASGD kernel (the cores of the machine).
     compare_sgd : bool
         Also train plain SGD (eq. 5, no averaging) models on the same chunks.
+    seed : int
+        The run's seed: the rows of chunk ``k`` are visited in epoch ``e`` in a
+        permutation seeded by ``(seed, e, k)``, the same on every actor.
+    refit : bool
+        Also train ``refit`` models on the training and validation rows
+        together (the same chunks, in the same pass). Validation and the
+        fusion weights use the models trained on the training rows alone; the
+        test scores and the final weights come from the refit models.
 
     Notes
     -----
@@ -60,7 +71,8 @@ class ClassBlockTrainer:
     """
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None, sets: Sequence[str], lo: int, hi: int,
-                 params: Mapping[str, Any], *, n_threads: int | None = None, compare_sgd: bool = False) -> None:
+                 params: Mapping[str, Any], *, n_threads: int | None = None, compare_sgd: bool = False,
+                 seed: int = 0, refit: bool = False) -> None:
         self.url = url
         self.storage_options = dict(storage_options or {})
         self.sets = list(sets)
@@ -68,6 +80,8 @@ class ClassBlockTrainer:
         self.params = dict(params)
         self.n_threads = n_threads
         self.compare_sgd = bool(compare_sgd)
+        self.seed = int(seed)
+        self.refit = bool(refit)
         self._counter = ReadCounter()
         self._store = FeatureStore.open(url, "r+", self.storage_options, counter=self._counter)
         self.n_rows = self._store.n_images
@@ -76,7 +90,9 @@ class ClassBlockTrainer:
         # read is a request, and they would triple the requests per chunk.
         self._labels = self._store.labels()
         split, valid = self._store.split(), self._store.valid()
+        self._split = split
         self._usable = {code: (split == code) & valid for code in SPLIT_CODES.values()}
+        self._usable[FIT] = self._usable[TRAIN] | self._usable[VAL]
         self._X = {s: self._store.features(s) for s in self.sets}  # handles opened once
         self.n_features = {s: int(self._X[s].shape[1]) for s in self.sets}
         self.models: dict[tuple[str, str], OneVsAllASGD] = {}
@@ -89,7 +105,12 @@ class ClassBlockTrainer:
 
     # ------------------------------------------------------------------ models
     def _variants(self) -> list[str]:
-        return ["asgd", "sgd"] if self.compare_sgd else ["asgd"]
+        return ["asgd"] + (["sgd"] if self.compare_sgd else []) + (["refit"] if self.refit else [])
+
+    @property
+    def final_variant(self) -> str:
+        """The models whose weights are written as the final ones and score the test split."""
+        return "refit" if self.refit else "asgd"
 
     def _new(self, name: str, variant: str) -> OneVsAllASGD:
         p = dict(self.params)
@@ -115,21 +136,33 @@ class ClassBlockTrainer:
         return int(sum(m.n_classes * m.n_features * 4 * (2 if m.average else 1) for m in self.models.values()))
 
     # ------------------------------------------------------------------ chunks
-    def _load(self, k: int, purpose: str) -> dict[str, Any]:
-        """Rows of chunk ``k`` usable for ``purpose`` (valid, of that split) in every set."""
+    def _load(self, k: int, purpose: str, shuffle: int | None = None) -> dict[str, Any]:
+        """Rows of chunk ``k`` usable for ``purpose`` (valid, of that split; ``fit``: train or val) in every set.
+
+        With ``shuffle`` (an epoch), the rows come in the permutation of the
+        chunk's positions seeded by ``(seed, epoch, k)``: a chunk's rows are
+        stored in class order, and visiting them so in every epoch costs ASGD
+        about a point of accuracy. The permutation is of all the chunk's
+        positions, so the training rows keep their relative order whether or
+        not validation rows are loaded beside them.
+        """
         a, b = self._store.chunk_bounds(k)
-        keep = np.flatnonzero(self._usable[SPLIT_CODES[purpose]][a:b])
-        out: dict[str, Any] = {"k": k, "rows": a + keep, "y": self._labels[a:b][keep]}
+        pos = np.arange(b - a)
+        if shuffle is not None:
+            pos = np.random.default_rng([self.seed, int(shuffle), int(k)]).permutation(b - a)
+        keep = pos[self._usable[FIT if purpose == "fit" else SPLIT_CODES[purpose]][a:b][pos]]
+        out: dict[str, Any] = {"k": k, "rows": a + keep, "y": self._labels[a:b][keep],
+                               "train": self._split[a:b][keep] == TRAIN}
         nbytes = 0
         for name in self.sets:
             X = np.asarray(self._X[name][a:b])
-            if keep.size != X.shape[0]:
+            if keep.size != X.shape[0] or shuffle is not None:
                 X = np.ascontiguousarray(X[keep])
             out[name] = X
             nbytes += X.nbytes
         out["nbytes"] = nbytes
         with self._lock:
-            self.loads[purpose] += 1
+            self.loads["train" if purpose == "fit" else purpose] += 1
             self._held += nbytes
             self.peak_chunk_bytes = max(self.peak_chunk_bytes, self._held)
         return out
@@ -139,7 +172,7 @@ class ClassBlockTrainer:
             self._held -= chunk["nbytes"]
         chunk.clear()
 
-    def _chunks(self, order: Sequence[int], purpose: str) -> Iterator[dict[str, Any]]:
+    def _chunks(self, order: Sequence[int], purpose: str, shuffle: int | None = None) -> Iterator[dict[str, Any]]:
         """Chunks in ``order``, the next one read in a thread while the caller uses the current one.
 
         The caller must be done with a chunk when it asks for the next: at most
@@ -148,10 +181,10 @@ class ClassBlockTrainer:
         if not order:
             return
         with ThreadPoolExecutor(1, thread_name_prefix="lsic-prefetch") as pool:
-            nxt = pool.submit(self._load, order[0], purpose)
+            nxt = pool.submit(self._load, order[0], purpose, shuffle)
             for i in range(len(order)):
                 cur = nxt.result()
-                nxt = pool.submit(self._load, order[i + 1], purpose) if i + 1 < len(order) else None
+                nxt = pool.submit(self._load, order[i + 1], purpose, shuffle) if i + 1 < len(order) else None
                 try:
                     yield cur
                 finally:
@@ -161,6 +194,8 @@ class ClassBlockTrainer:
     def train_epoch(self, epoch: int, order: Sequence[int], val_chunks: Sequence[int] = ()) -> dict[str, Any]:
         """One epoch over the training chunks ``order``, then checkpoint ``epoch``, then validate.
 
+        With ``refit``, ``order`` also holds the validation chunks: the refit
+        models train on every usable row, the others on the training rows only.
         The models must be at epoch ``epoch - 1`` (see :meth:`restore`). Returns
         the epoch's statistics and, when ``val_chunks`` is given, the top-k scores
         of this class block on every valid validation row (for the driver's
@@ -170,13 +205,16 @@ class ClassBlockTrainer:
             raise RuntimeError(f"actor for classes {self.lo}..{self.hi - 1} is at epoch {self.epoch}, asked for {epoch}")
         t0 = time.perf_counter()
         rows = 0
-        for chunk in self._chunks(list(order), "train"):
-            y = chunk["y"]
-            if y.size == 0:
-                continue
-            for (name, _variant), model in self.models.items():
-                model.partial_fit(chunk[name], y)
-            rows += int(y.size)
+        for chunk in self._chunks(list(order), "fit" if self.refit else "train", shuffle=epoch):
+            y, is_train = chunk["y"], chunk["train"]
+            train_only = None if is_train.all() else np.flatnonzero(is_train)
+            for (name, variant), model in self.models.items():
+                X, yy = chunk[name], y
+                if variant != "refit" and train_only is not None:
+                    X, yy = X[train_only], y[train_only]
+                if yy.size:
+                    model.partial_fit(X, yy)
+            rows += int(is_train.sum())
         t_train = time.perf_counter() - t0
         for (name, variant), model in self.models.items():
             self._store.write_block(name, variant, epoch, model, self.lo)
@@ -191,12 +229,13 @@ class ClassBlockTrainer:
     def _topk(self, chunks: list[int]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per (set, variant): rows, the top-k class ids and scores of this block over validation chunks."""
         k = min(TOP_K, self.hi - self.lo)
-        acc: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {key: [] for key in self.models}
+        acc: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+            key: [] for key in self.models if key[1] != "refit"}  # refit models have seen these rows
         for chunk in self._chunks(chunks, "val"):
             if chunk["y"].size == 0:
                 continue
-            for key, model in self.models.items():
-                S = model.decision_function(chunk[key[0]])
+            for key in acc:
+                S = self.models[key].decision_function(chunk[key[0]])
                 top = np.argsort(-S, axis=1, kind="stable")[:, :k]
                 acc[key].append((chunk["rows"], (top + self.lo).astype(np.int32), np.take_along_axis(S, top, 1)))
         return {key: tuple(np.concatenate(p) for p in zip(*parts)) if parts else None for key, parts in acc.items()}
@@ -209,7 +248,10 @@ class ClassBlockTrainer:
         train, val, test); a part row is the rank of its store row among the
         split's valid rows, so the parts hold exactly the valid rows in store order.
         ``sets`` limits the scoring to some of the actor's sets (default: all).
+        Validation rows are scored by the models that did not train on them,
+        the other splits by :attr:`final_variant`.
         """
+        variant = "asgd" if split == "val" else self.final_variant
         valid = self._usable[SPLIT_CODES[split]][a:b]
         rank = np.cumsum(valid) - 1
         n_rows = int(valid.sum())
@@ -221,15 +263,15 @@ class ClassBlockTrainer:
                 continue
             at = int(rank[chunk["rows"][0] - a])
             for name in names:
-                S = self.models[(name, "asgd")].decision_function(chunk[name])
+                S = self.models[(name, variant)].decision_function(chunk[name])
                 parts[name][at:at + S.shape[0]] = S
             written += int(chunk["y"].size)
         return {"split": split, "rows": written, "stats": self.stats()}
 
     def write_final(self) -> None:
-        """Write the averaged weights of this block into ``models/<set>/coef`` and ``intercept``."""
+        """Write the averaged weights of this block (:attr:`final_variant`) into ``models/<set>/coef`` and ``intercept``."""
         for name in self.sets:
-            m = self.models[(name, "asgd")]
+            m = self.models[(name, self.final_variant)]
             self._store.write_final_weights(name, self.lo, m.coef_, m.intercept_)
 
     def stats(self) -> dict[str, Any]:

@@ -131,6 +131,7 @@ class TrainConfig:
     fit_intercept: bool = True
     validate_each_epoch: bool = True
     compare_sgd: bool = False
+    refit: bool = False
     actors: int | None = None
     threads_per_actor: int | None = None
 

@@ -46,8 +46,9 @@ SPLITS = ("train", "val", "test")
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 SCORE_SPLITS = ("val", "test")
 """Splits training scores for fusion and evaluation."""
-VARIANTS = ("asgd", "sgd")
-"""Model variants: the averaged models, and plain SGD (``train.compare_sgd``)."""
+VARIANTS = ("asgd", "sgd", "refit")
+"""Model variants: the averaged models, plain SGD (``train.compare_sgd``), and the averaged models
+trained on the training and validation rows (``train.refit``)."""
 
 COMPRESSOR = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 CHECKPOINT_CHUNK_BYTES = 32 * 2**20
@@ -76,10 +77,13 @@ LAYOUT: tuple[tuple[str, str, str], ...] = (
      "lo..hi-1, one group per actor, `complete` written last (newest complete epoch kept); "
      "`FeatureStore.open(url).load_models(set)` rebuilds a `OneVsAllASGD`"),
     ("models/<set>/sgd/epoch_<e>/c<lo>_<hi>/", "", "plain SGD models, with `train.compare_sgd`"),
+    ("models/<set>/refit/epoch_<e>/c<lo>_<hi>/", "", "models trained on the training and validation rows, with "
+     "`train.refit`"),
     ("models/<set>/coef`, `intercept", "(n_classes, dim), (n_classes,) float32", "averaged weights `W_bar`, `b_bar` "
-     "of the last epoch"),
+     "of the last epoch (of the refit models with `train.refit`)"),
     ("scores/<set>/<split>", "(n_rows, n_classes) float32", "`X @ W_bar.T + b_bar` for the valid rows of `val` / "
-     "`test`, in store row order; attrs `complete`, `epoch`"),
+     "`test`, in store row order (`val` always by the models that did not train on it); attrs `complete`, "
+     "`epoch`"),
     ("scores/<set>/<split>_rows", "(n_rows,) int64", "those rows' indices in the store"),
     ("scores/<set>/_parts/<split>/c<lo>_<hi>", "(n_rows, hi - lo) float32", "an actor's class block of scores "
      "before the reduce (removed after it)"),

@@ -41,7 +41,7 @@ from lsic.pipeline import TOP_K, ClusterError, ConfigError, MetricsTally, StoreE
 
 from . import store as _layout
 from ._trainer import ClassBlockTrainer
-from .store import SCORE_SPLITS, SPLITS, VARIANTS, FeatureStore
+from .store import SCORE_SPLITS, SPLITS, FeatureStore
 
 if TYPE_CHECKING:
     from .config import Experiment
@@ -109,12 +109,23 @@ def run_settings(exp: Experiment, store: FeatureStore, name: str, n_features: in
         **_layout.model_settings(n_features, train_params(exp)),
         "seed": int(exp.seed),
         "compare_sgd": bool(exp.train.compare_sgd),
+        "refit": bool(exp.train.refit),
         "store_run": store.run_id,
     }
 
 
+def walked_chunks(plan: TrainPlan, refit: bool) -> list[int]:
+    """The chunks an epoch walks: the training chunks, and with ``refit`` the validation chunks too."""
+    return sorted(set(plan.chunks["train"]) | (set(plan.chunks["val"]) if refit else set()))
+
+
 def epoch_order(chunks: Sequence[int], seed: int, epoch: int) -> list[int]:
-    """The training chunk order of ``epoch``: a permutation seeded by (seed, epoch), same on all actors."""
+    """The chunk order of ``epoch``: a permutation seeded by (seed, epoch), same on all actors.
+
+    The actors permute the rows inside each chunk too (seeded by seed, epoch
+    and chunk), so an epoch visits the rows in a fresh order while holding one
+    chunk at a time.
+    """
     return [int(k) for k in np.random.default_rng([int(seed), int(epoch)]).permutation(np.asarray(chunks, np.int64))]
 
 
@@ -148,9 +159,7 @@ def plan_train(exp: Experiment, store: FeatureStore, *, sets: Sequence[str] | No
         if attrs is not None and attrs.get("settings") not in (None, run_settings(exp, store, name, n_features[name])):
             stale.append(name)
             continue
-        done = store.complete_epochs(name, "asgd")
-        if exp.train.compare_sgd:
-            done = sorted(set(done) & set(store.complete_epochs(name, "sgd")))
+        done = sorted(set.intersection(*(set(store.complete_epochs(name, v)) for v in _variants(exp))))
         starts.append(done[-1] if done else 0)
     start = min(starts) if starts else 0
     final = max(n_epochs, start)
@@ -263,6 +272,8 @@ class _ActorPool:
         self.sets = plan.sets
         self.params = train_params(exp)
         self.compare_sgd = bool(exp.train.compare_sgd)
+        self.refit = bool(exp.train.refit)
+        self.seed = int(exp.seed)
         self.threads = threads
         workers = self._workers()
         if not workers:
@@ -281,7 +292,8 @@ class _ActorPool:
         (slot.address, slot.worker_dir), slot.host = _worker_id(addr, info), str(info.get("host", ""))
         slot.future = self.client.submit(
             ClassBlockTrainer, self.url, self.so, list(self.sets), slot.lo, slot.hi, self.params,
-            n_threads=threads, compare_sgd=self.compare_sgd, actor=True, workers=[addr], pure=False,
+            n_threads=threads, compare_sgd=self.compare_sgd, seed=self.seed, refit=self.refit,
+            actor=True, workers=[addr], pure=False,
             allow_other_workers=False,
         )
         with self.client.as_current():  # the actor proxy binds to this client, default or not
@@ -508,7 +520,7 @@ def run_train(
     names = _select_sets(exp, sets)
     store, plan = _prepare(exp, names, epochs, restart)
     summary = TrainSummary(store.url, names, 0, plan.n_classes, tuple(plan.todo_epochs), plan.final_epoch,
-                           len(plan.chunks["train"]), 0.0)
+                           len(walked_chunks(plan, exp.train.refit)), 0.0)
     if plan.complete:
         log.info("train: %s is complete (epoch %d, scores written); nothing to do", store.url, plan.final_epoch)
         summary.seconds = time.perf_counter() - t0
@@ -574,7 +586,8 @@ def _prepare(exp: Experiment, names: tuple[str, ...], epochs: int | None,
 
 
 def _variants(exp: Experiment) -> list[str]:
-    return list(VARIANTS) if exp.train.compare_sgd else ["asgd"]
+    """The model families a run trains: ``asgd``, plain ``sgd`` (compare_sgd), ``refit`` (train + val rows)."""
+    return ["asgd"] + (["sgd"] if exp.train.compare_sgd else []) + (["refit"] if exp.train.refit else [])
 
 
 def _train_epoch(pool: _ActorPool, store: FeatureStore, plan: TrainPlan, exp: Experiment, e: int) -> EpochRecord:
@@ -585,7 +598,7 @@ def _train_epoch(pool: _ActorPool, store: FeatureStore, plan: TrainPlan, exp: Ex
     for name in plan.sets:
         for v in variants:
             store.create_epoch(name, v, e, plan.n_classes)
-    order = epoch_order(plan.chunks["train"], exp.seed, e)
+    order = epoch_order(walked_chunks(plan, exp.train.refit), exp.seed, e)
     val = list(plan.chunks["val"]) if validate else []
     restarts0 = sum(s.restarts for s in pool.slots)
     results = pool.call("train_epoch", lambda s: (e, order, val), e - 1)
@@ -599,6 +612,8 @@ def _train_epoch(pool: _ActorPool, store: FeatureStore, plan: TrainPlan, exp: Ex
         val_labels = store.labels(slice(*plan.bounds["val"]))
         for name in plan.sets:
             for v in variants:
+                if v == "refit":  # it trained on the validation rows
+                    continue
                 key = name if v == "asgd" else f"{name}/sgd"
                 rec.val_top1[key], rec.val_top5[key] = _reduce_accuracy(
                     [r["val"][(name, v)] for r in results], val_labels, val_first, plan.n_classes)

@@ -58,17 +58,27 @@ def experiment(url: str, storage_options: dict | None = None, **train):
                              "store": store, "train": t, "seed": SEED})
 
 
-def reference(data: dict, name: str, epochs: int, classes, **params) -> OneVsAllASGD:
-    """In-process ASGD over the same chunks: every epoch a permutation seeded by (seed, epoch)."""
+def reference(data: dict, name: str, epochs: int, classes, *, splits=(TRAIN,), walk=(TRAIN,),
+              **params) -> OneVsAllASGD:
+    """In-process ASGD over the same chunks and rows, written out here.
+
+    Every epoch the chunks holding usable rows of the ``walk`` splits are
+    visited in a permutation seeded by (seed, epoch), and the positions of
+    each chunk in a permutation seeded by (seed, epoch, chunk); the model
+    trains on the rows of ``splits`` among them.
+    """
     cr, n = data["chunk_rows"], data["n"]
-    use = (data["split"] == TRAIN) & data["valid"]
-    chunks = [k for k in range((n + cr - 1) // cr) if use[k * cr:(k + 1) * cr].any()]
+    use = np.isin(data["split"], splits) & data["valid"]
+    seen = np.isin(data["split"], walk) & data["valid"]
+    chunks = [k for k in range((n + cr - 1) // cr) if seen[k * cr:(k + 1) * cr].any()]
     d = data["X"][name].shape[1]
     model = OneVsAllASGD(d, np.asarray(classes), **params)
     for e in range(1, epochs + 1):
         for k in np.random.default_rng([SEED, e]).permutation(chunks):
-            rows = np.flatnonzero(use[k * cr:(k + 1) * cr]) + k * cr
-            model.partial_fit(data["X"][name][rows], data["labels"][rows])
+            pos = np.random.default_rng([SEED, e, int(k)]).permutation(min(cr, n - k * cr))
+            rows = k * cr + pos[use[k * cr + pos]]
+            if rows.size:
+                model.partial_fit(data["X"][name][rows], data["labels"][rows])
     return model
 
 
@@ -171,6 +181,37 @@ def test_scores_reduce_and_validation_history(tmp_path, threads_client):
     # plain SGD checkpoints are kept beside the averaged ones
     sgd = store.load_models(SETS[0], variant="sgd")
     assert sgd.average is False
+
+
+def test_refit_trains_on_train_and_val_rows_and_scores_test_with_them(tmp_path, threads_client):
+    url = str(tmp_path / "s.zarr")
+    data = make_store(url, n_classes=5)
+    summary = run_train(experiment(url, actors=2, epochs=2, refit=True), client=threads_client, progress=False)
+    store = FeatureStore.open(url)
+    train = (data["split"] == TRAIN) & data["valid"]
+    fit = (data["split"] <= VAL) & data["valid"]
+    classes = np.arange(data["n_classes"])
+    walk_chunks = sum(fit[i:i + data["chunk_rows"]].any() for i in range(0, data["n"], data["chunk_rows"]))
+    assert summary.train_chunks == walk_chunks > n_train_chunks(data)
+    assert summary.chunk_loads["train"] == 2 * 2 * walk_chunks  # one load per walked chunk per actor per epoch
+    for s in SETS:
+        on_train = reference(data, s, 2, classes, walk=(TRAIN, VAL), lam=1e-3, eta0=0.05, mode="exact")
+        on_all = reference(data, s, 2, classes, splits=(TRAIN, VAL), walk=(TRAIN, VAL), lam=1e-3, eta0=0.05,
+                           mode="exact")
+        asgd, refit = store.load_models(s, variant="asgd"), store.load_models(s, variant="refit")
+        np.testing.assert_array_equal(asgd.coef_, on_train.coef_)
+        np.testing.assert_array_equal(refit.coef_, on_all.coef_)
+        # every usable training and validation row was used, every epoch
+        assert (refit.t == 2 * fit.sum()).all() and (asgd.t == 2 * train.sum()).all()
+        np.testing.assert_array_equal(store.final_weights(s)[0], refit.coef_)
+        for split, model in (("val", asgd), ("test", refit)):
+            rows = store.score_rows(s, split)
+            expect = data["X"][s][rows] @ model.coef_.T + model.intercept_
+            np.testing.assert_allclose(store.read_scores(s, split), expect, rtol=1e-5, atol=1e-5)
+        # the validation curve is of the models that did not see the validation rows
+        val = np.flatnonzero((data["split"] == VAL) & data["valid"])
+        top1 = np.mean(np.argmax(data["X"][s][val] @ asgd.coef_.T + asgd.intercept_, 1) == data["labels"][val])
+        assert store.history(s)[-1]["val_top1"][s] == pytest.approx(top1)
 
 
 def test_resume_after_partial_run_equals_straight_run(tmp_path, threads_client):
