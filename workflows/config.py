@@ -1,9 +1,10 @@
 """Experiment configuration: one YAML file describes a run.
 
-The file is read with ``yaml.safe_load`` (plus ``1e-5`` as a float) and validated once, up front, into
-frozen dataclasses; an unknown key, a wrong type or a missing path is a
-:class:`~lsic.pipeline.ConfigError` whose one-line message names the key path
-and the fix. Library defaults live in ``workflows.yaml`` (loaded into
+The file is read with ``yaml.safe_load`` (plus ``1e-5`` as a float) and
+validated once, up front, into frozen dataclasses; an unknown key, a wrong type
+or a missing path is a :class:`~lsic.pipeline.ConfigError` whose one-line
+message names the key path and the fix. ``--set KEY=VALUE`` and ``--data`` edit
+the parsed file before that validation (:mod:`._overrides`). Library defaults live in ``workflows.yaml`` (loaded into
 ``dask.config`` under ``lsic.workflows``); the experiment file overrides them.
 
 A config may be given as a path or as the name of a shipped config
@@ -218,12 +219,20 @@ class Experiment:
         d = self.to_dict()
         keep = {k: d[k] for k in ("dataset", "feature_sets", "images", "codebook", "seed")}
         keep["chunk_rows"] = d["store"]["chunk_rows"]
-        keep["dataset"] = {k: v for k, v in keep["dataset"].items() if k != "storage_options"}
+        keep["dataset"] = _without_default_base({k: v for k, v in keep["dataset"].items() if k != "storage_options"})
+        if keep["dataset"].get("splits"):
+            keep["dataset"]["splits"] = {k: _without_default_base(v) for k, v in keep["dataset"]["splits"].items()}
         blob = json.dumps(keep, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> Experiment:
         return dataclasses.replace(self, **changes)
+
+
+def _without_default_base(d: dict[str, Any]) -> dict[str, Any]:
+    # label_base came later: leaving its default out keeps the fingerprints of
+    # stores extracted before it, so they are not refused as another config
+    return {k: v for k, v in d.items() if not (k == "label_base" and v == 0)}
 
 
 def _plain(obj: Any) -> Any:
