@@ -140,7 +140,7 @@ def test_dry_run(ilsvrc, tmp_path, capsys):
     seconds = time.perf_counter() - t0
     out, err = capsys.readouterr()
     assert rc == 0, err[-3000:]
-    print(f"dry run: {seconds:.0f} s")
+    print(f"{out}\ndry run: {seconds:.0f} s")  # seen with -s: stage times and the table
     m = json.loads((report / "metrics.json").read_text())
     assert m["n_train"] == 4 * N_TRAIN and m["n_test"] == 4 * N_TEST and m["n_failed"] == 0
     assert set(m["sets"]) == {fs.name for fs in load_experiment("imagenet2010").feature_sets}
