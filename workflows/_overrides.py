@@ -84,11 +84,11 @@ def _index(parts: list[str], i: int, seq: list) -> int:
     where = ".".join(parts[:i]) or "the config"
     key = ".".join(parts)
     part = parts[i]
-    if not part.isdigit():
-        raise ConfigError(f"--set {key}: {where} is a list; use an index 0..{len(seq) - 1} instead of {part!r}")
+    span = f"0..{len(seq) - 1}" if seq else "none: it is empty"
+    if not (part.isascii() and part.isdigit()):
+        raise ConfigError(f"--set {key}: {where} is a list; use an index ({span}) instead of {part!r}")
     idx = int(part)
     if idx >= len(seq):
-        span = f"0..{len(seq) - 1}" if seq else "none: it is empty"
         raise ConfigError(f"--set {key}: index {idx} is out of range; {where} has {len(seq)} items ({span})")
     return idx
 
