@@ -26,7 +26,12 @@ def _cluster_args(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> Any:
     from .config import load_experiment
 
-    exp = load_experiment(args.config, data=getattr(args, "data", None), store=getattr(args, "store", None))
+    exp = load_experiment(
+        args.config,
+        assignments=getattr(args, "assignments", None) or (),
+        data=getattr(args, "data", None),
+        store=getattr(args, "store", None),
+    )
     from lsic.cluster import cluster_options
 
     # flags not given are None and leave the config's cluster section alone
@@ -37,10 +42,16 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _add_config_args(p: argparse.ArgumentParser, *, data: bool = True, report: bool = True) -> None:
-    """CONFIG plus the flags that replace parts of it (--data, --store, --report)."""
+    """CONFIG plus the flags that replace parts of it (--set, --data, --store, --report)."""
     p.add_argument("config", help="experiment YAML file, or a shipped config name (caltech101, imagenet2010, demo)")
+    # dest is not "sets": `lsic train --sets` already names feature sets
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one config value before validation, e.g. train.epochs=2 or "
+                        "feature_sets.0.codebook_size=64 (dotted keys, list indices, YAML values; repeatable)")
     if data:
-        p.add_argument("--data", metavar="URL", help="dataset root replacing the config's (same layout)")
+        p.add_argument("--data", metavar="URL",
+                       help="dataset root replacing the config's (same layout); for a config with per-split "
+                            "roots, the folder holding train/, val/, test/ and the class file")
     p.add_argument("--store", metavar="URL", help="feature store URL replacing the config's (any fsspec URL)")
     if report:
         p.add_argument("--report", metavar="DIR", help="report folder replacing the config's")

@@ -1,9 +1,10 @@
 """Experiment configuration: one YAML file describes a run.
 
-The file is read with ``yaml.safe_load`` and validated once, up front, into
-frozen dataclasses; an unknown key, a wrong type or a missing path is a
-:class:`~lsic.pipeline.ConfigError` whose one-line message names the key path
-and the fix. Library defaults live in ``workflows.yaml`` (loaded into
+The file is read with ``yaml.safe_load`` (plus ``1e-5`` as a float) and
+validated once, up front, into frozen dataclasses; an unknown key, a wrong type
+or a missing path is a :class:`~lsic.pipeline.ConfigError` whose one-line
+message names the key path and the fix. ``--set KEY=VALUE`` and ``--data`` edit
+the parsed file before that validation (:mod:`._overrides`). Library defaults live in ``workflows.yaml`` (loaded into
 ``dask.config`` under ``lsic.workflows``); the experiment file overrides them.
 
 A config may be given as a path or as the name of a shipped config
@@ -18,7 +19,7 @@ import json
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +31,7 @@ import yaml
 from lsic.pipeline import ConfigError, DescriptorGrid, FeatureSet, check_asgd_params
 
 from ._defaults import ensure_defaults
+from ._overrides import apply_assignments, apply_data, load_yaml
 
 LAYOUTS = ("folders", "list", "tar")
 
@@ -42,17 +44,31 @@ class SourceConfig:
     of ``path label`` lines, paths relative to ``root``) or ``tar`` (``root`` a
     folder of ``<class>.tar`` archives, or one tar whose members sit in class
     folders). ``root`` is any fsspec URL.
+
+    ``label_base`` says what a numeric label in a list file counts from: 0
+    (labels 0..K-1, the default) or 1 (labels 1..K, as the ILSVRC development
+    kit writes them); label ``label_base + i`` is class ``i`` of the class file.
     """
 
     root: str
     layout: str = "folders"
     list_file: str | None = None
+    label_base: int = 0
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ConfigError(f"dataset layout {self.layout!r} is unknown; use one of {', '.join(LAYOUTS)}")
         if self.layout == "list" and not self.list_file:
             raise ConfigError("dataset layout 'list' needs list_file: a file of 'path label' lines")
+        _check_label_base(self.label_base, self.layout)
+
+
+def _check_label_base(base: int, layout: str) -> None:
+    if base not in (0, 1):
+        raise ConfigError(f"label_base is {base}; use 0 (list labels 0..K-1) or 1 (labels 1..K, as ILSVRC writes them)")
+    # folders and tars are labelled by class name: a base there would silently do nothing
+    if base != 0 and layout != "list":
+        raise ConfigError(f"label_base applies to layout 'list' only, not {layout!r}; remove it")
 
 
 @dataclass(frozen=True)
@@ -63,12 +79,14 @@ class DatasetConfig:
     the first ``train_per_class`` are for training (the last ``val_per_class``
     of those carved out for validation / score fusion) and the next
     ``test_per_class`` (``null``: all the rest) for testing. With ``splits``,
-    each of ``train``/``val``/``test`` names its own source.
+    each of ``train``/``val``/``test`` names its own source. ``label_base``
+    (0 or 1) is that of a single-root ``list`` layout; split sources carry their own.
     """
 
     root: str | None = None
     layout: str = "folders"
     list_file: str | None = None
+    label_base: int = 0
     class_file: str | None = None
     train_per_class: int | None = 30
     val_per_class: int = 0
@@ -87,7 +105,7 @@ class DatasetConfig:
             if "train" not in self.splits:
                 raise ConfigError("dataset.splits needs a 'train' source")
         else:
-            SourceConfig(self.root, self.layout, self.list_file)  # validates layout
+            SourceConfig(self.root, self.layout, self.list_file, self.label_base)  # validates layout
         if self.train_per_class is not None and self.train_per_class < 1:
             raise ConfigError("dataset.train_per_class must be at least 1 (or null for all)")
         if self.val_per_class < 0 or (
@@ -198,12 +216,20 @@ class Experiment:
         d = self.to_dict()
         keep = {k: d[k] for k in ("dataset", "feature_sets", "images", "codebook", "seed")}
         keep["chunk_rows"] = d["store"]["chunk_rows"]
-        keep["dataset"] = {k: v for k, v in keep["dataset"].items() if k != "storage_options"}
+        keep["dataset"] = _without_default_base({k: v for k, v in keep["dataset"].items() if k != "storage_options"})
+        if keep["dataset"].get("splits"):
+            keep["dataset"]["splits"] = {k: _without_default_base(v) for k, v in keep["dataset"]["splits"].items()}
         blob = json.dumps(keep, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> Experiment:
         return dataclasses.replace(self, **changes)
+
+
+def _without_default_base(d: dict[str, Any]) -> dict[str, Any]:
+    # label_base came later: leaving its default out keeps the fingerprints of
+    # stores extracted before it, so they are not refused as another config
+    return {k: v for k, v in d.items() if not (k == "label_base" and v == 0)}
 
 
 def _plain(obj: Any) -> Any:
@@ -366,7 +392,10 @@ def parse_experiment(raw: Any, *, source: str | None = None) -> Experiment:
         "fusion": FusionConfig,
     }
     for key, cls in sections.items():
-        value = {**(defaults.get(key) or {}), **(raw.get(key) or {})}
+        section = raw.get(key) or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{key} is {section!r}; it must be a mapping of keys (e.g. {key}: {{...}})")
+        value = {**(defaults.get(key) or {}), **section}
         kwargs[key] = build_dataclass(cls, value, key)
     for key, hint in (("seed", int), ("report", str), ("cluster", dict)):
         if key in raw:
@@ -382,16 +411,23 @@ def shipped_configs() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_experiment(config: str | os.PathLike[str], **overrides: Any) -> Experiment:
+def load_experiment(
+    config: str | os.PathLike[str], *, assignments: Sequence[str] = (), **overrides: Any
+) -> Experiment:
     """Read and validate an experiment YAML file (or a shipped config's name).
 
     Parameters
     ----------
     config : str or path
         A YAML file, or the name of a shipped config such as ``caltech101``.
+    assignments : sequence of str
+        ``KEY=VALUE`` changes (``--set``), applied in order to the parsed file
+        before validation (see :mod:`lsic.workflows._overrides`).
     **overrides
-        ``data`` (dataset root URL) and ``store`` (store URL) as given on the
-        command line; they replace the config's values.
+        ``data`` (dataset root URL; for a config whose splits have their own
+        roots, the folder holding ``train/``, ``val/``, ``test/`` and the class
+        file) and ``store`` (store URL) as given on the command line; they are
+        applied after ``assignments`` and replace the config's values.
     """
     ensure_defaults()
     path = Path(config)
@@ -406,20 +442,51 @@ def load_experiment(config: str | os.PathLike[str], **overrides: Any) -> Experim
             f"give a YAML path or one of {', '.join(shipped_configs())}"
         )
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
-    raw = dict(raw or {})
-    data = overrides.get("data")
-    if data:
-        ds = dict(raw.get("dataset") or {})
-        if "splits" in ds:
-            raise ConfigError("--data cannot replace a dataset given as per-split sources; edit dataset.splits")
-        ds["root"] = str(data)
-        raw["dataset"] = ds
-    store = overrides.get("store")
-    if store:
-        raw["store"] = {**(raw.get("store") or {}), "url": str(store)}
-    return parse_experiment(raw, source=source)
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConfigError(f"{source} must be a YAML mapping at the top level")
+    base = dict(raw or {})
+
+    def with_flags(raw: dict[str, Any]) -> dict[str, Any]:
+        data, store = overrides.get("data"), overrides.get("store")
+        if data:
+            raw = apply_data(raw, str(data))
+        if store:
+            raw = {**raw, "store": {**(raw.get("store") or {}), "url": str(store)}}
+        return raw
+
+    assignments = list(assignments)
+    changed = apply_assignments(base, assignments)  # its own errors already name the --set key
+    try:
+        return parse_experiment(with_flags(changed), source=source)
+    except ConfigError as exc:
+        culprits = _culprits(base, assignments, with_flags, source)
+        if not culprits:
+            raise
+        raise ConfigError(f"--set {' '.join(culprits)}: {exc}") from None
+
+
+def _culprits(base: dict[str, Any], assignments: list[str], with_flags: Any, source: str) -> list[str]:
+    """The ``--set`` assignments a validation error comes from (empty: the file itself is at fault).
+
+    Checked only after a failure: each assignment whose removal makes the
+    config valid is named; when none alone does, all of them are.
+    """
+    if not assignments:
+        return []
+    try:
+        parse_experiment(with_flags(base), source=source)
+    except ConfigError:
+        return []
+    found = []
+    for i, text in enumerate(assignments):
+        try:
+            parse_experiment(with_flags(apply_assignments(base, assignments[:i] + assignments[i + 1 :])), source=source)
+        except ConfigError:
+            continue
+        found.append(text)
+    return found or assignments

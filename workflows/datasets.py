@@ -203,14 +203,19 @@ def _read_class_file(url: str, root: str | None, so: dict) -> list[str]:
     return names
 
 
-def _label_index(label: str, class_names: list[str], lookup: dict[str, int], where: str) -> int:
+def _label_index(label: str, class_names: list[str], lookup: dict[str, int], where: str, base: int = 0) -> int:
+    """Class index of a label: a class name, or a number counted from ``base`` (list ``label_base``)."""
     if label in lookup:
         return lookup[label]
     if label.lstrip("-").isdigit():
-        idx = int(label)
+        idx = int(label) - base
         if 0 <= idx < len(class_names):
             return idx
-    raise DataError(f"label {label!r} in {where} is not a known class (0..{len(class_names) - 1} or a class name)")
+    k = len(class_names)
+    raise DataError(
+        f"label {label!r} in {where} is not a known class ({base}..{k - 1 + base} with label_base {base}, "
+        f"or a class name); check the list's labels against the class file and label_base"
+    )
 
 
 # --------------------------------------------------------------------------- manifest
@@ -225,16 +230,17 @@ def build_manifest(ds: DatasetConfig, seed: int) -> Manifest:
     so = dict(ds.storage_options)
     rng = np.random.default_rng(seed)
     if ds.splits is None:
-        src = SourceConfig(ds.root, ds.layout, ds.list_file)
+        src = SourceConfig(ds.root, ds.layout, ds.list_file, ds.label_base)
         records = list_source(src, so)
-        class_names = _class_names(ds, records, so)
+        class_names = _class_names(ds, records, so, ds.label_base)
         per_split = _protocol_split(ds, records, class_names, rng)
     else:
         listed = {name: list_source(src, so) for name, src in ds.splits.items()}
-        class_names = _class_names(ds, listed["train"], so)
+        class_names = _class_names(ds, listed["train"], so, ds.splits["train"].label_base)
         lookup = {n: i for i, n in enumerate(class_names)}
         per_split = {
-            name: [(r, _label_index(r.label, class_names, lookup, f"split {name}")) for r in recs]
+            name: [(r, _label_index(r.label, class_names, lookup, _where(name, ds.splits[name], r),
+                                    ds.splits[name].label_base)) for r in recs]
             for name, recs in listed.items()
         }
         if ds.max_classes is not None:
@@ -257,13 +263,20 @@ def build_manifest(ds: DatasetConfig, seed: int) -> Manifest:
     )
 
 
-def _class_names(ds: DatasetConfig, records: Sequence[_Record], so: dict) -> list[str]:
+def _where(split: str, src: SourceConfig, r: _Record) -> str:
+    """Where a label was read, for errors: the split, its list file and the image."""
+    listed = f" list {src.list_file!r}" if src.layout == "list" else ""
+    return f"split {split}{listed} (image {r.path!r})"
+
+
+def _class_names(ds: DatasetConfig, records: Sequence[_Record], so: dict, base: int = 0) -> list[str]:
     if ds.class_file:
         names = _read_class_file(ds.class_file, ds.root, so)
     else:
         labels = {r.label for r in records}
         if all(lbl.lstrip("-").isdigit() for lbl in labels):
-            names = [str(i) for i in range(max(int(lbl) for lbl in labels) + 1)]
+            # numbers name classes base..max, so a label is found by name at index label - base
+            names = [str(i) for i in range(base, max(int(lbl) for lbl in labels) + 1)]
         else:
             names = sorted(labels)
     if ds.max_classes is not None and ds.splits is None:
@@ -279,7 +292,7 @@ def _protocol_split(
     by_class: dict[int, list[_Record]] = defaultdict(list)
     for r in records:
         try:
-            y = _label_index(r.label, class_names, lookup, ds.list_file or str(ds.root))
+            y = _label_index(r.label, class_names, lookup, ds.list_file or str(ds.root), ds.label_base)
         except DataError:
             if ds.max_classes is not None:
                 continue  # a class beyond dataset.max_classes

@@ -112,3 +112,182 @@ def test_cluster_flags_override_config_only_when_given(tmp_path):
     assert exp.cluster == {"kind": "slurm", "queue": "long"}
     exp = _commands._load(parser.parse_args(["extract", str(cfg), "--scheduler", "tcp://h:1", "--workers", "3"]))
     assert exp.cluster == {"kind": "address", "queue": "long", "scheduler": "tcp://h:1", "workers": 3}
+
+
+# --------------------------------------------------------------------------- --set KEY=VALUE and --data
+
+
+BASE_YAML = """\
+dataset: {root: /orig, train_per_class: 30}
+feature_sets:
+  - {name: a, descriptor: hog, coding: lcc, codebook_size: 16, kappa: 4}
+  - set5
+train: {epochs: 5}
+"""
+
+
+def _write(tmp_path, text, folder="a"):
+    # same file name everywhere: the experiment's name defaults to the file's stem
+    (tmp_path / folder).mkdir(exist_ok=True)
+    cfg = tmp_path / folder / "x.yaml"
+    cfg.write_text(text)
+    return cfg
+
+
+def _content(exp):
+    return {k: v for k, v in exp.to_dict().items() if k != "source"}
+
+
+@pytest.mark.parametrize(
+    "assignment, edited",
+    [
+        # each --set must give exactly what writing the value into the file gives
+        ("train.epochs=2", BASE_YAML.replace("train: {epochs: 5}", "train: {epochs: 2}")),
+        ("train.lam=0.5", BASE_YAML.replace("train: {epochs: 5}", "train: {epochs: 5, lam: 0.5}")),
+        ("train.average=false", BASE_YAML.replace("train: {epochs: 5}", "train: {epochs: 5, average: false}")),
+        ("dataset.test_per_class=", BASE_YAML.replace("train_per_class: 30}", "train_per_class: 30, test_per_class: null}")),
+        ("feature_sets.0.pyramid=[[1,1],[2,2]]", BASE_YAML.replace("kappa: 4}", "kappa: 4, pyramid: [[1, 1], [2, 2]]}")),
+        ("feature_sets.0.codebook_size=64", BASE_YAML.replace("codebook_size: 16", "codebook_size: 64")),
+        ("images.max_side=96", BASE_YAML + "images: {max_side: 96}\n"),  # a section the file does not have
+        ("feature_sets.1.codebook_size=32", BASE_YAML.replace("  - set5", "  - {preset: set5, codebook_size: 32}")),
+        ("name=renamed", BASE_YAML + "name: renamed\n"),
+    ],
+)
+def test_set_equals_the_same_value_written_in_the_file(tmp_path, assignment, edited):
+    got = load_experiment(_write(tmp_path, BASE_YAML), assignments=[assignment])
+    want = load_experiment(_write(tmp_path, edited, "edited"))
+    assert _content(got) == _content(want)
+    assert _content(got) != _content(load_experiment(_write(tmp_path, BASE_YAML)))  # the value did change
+
+
+def test_set_values_are_yaml_typed(tmp_path):
+    exp = load_experiment(_write(tmp_path, BASE_YAML), assignments=[
+        "feature_sets.0.codebook_size=64", "train.lam=1e-3", "train.average=true", "train.eta0=null",
+        "feature_sets.0.pyramid=[[1,1],[2,2]]", "seed=7", "train.mode=exact", "cluster.queue=long",
+        "store.url=s3://b/x.zarr?v=1",  # only the first '=' splits key from value
+    ])
+    fs = exp.feature_sets[0]
+    assert fs.codebook_size == 64 and type(fs.codebook_size) is int
+    assert exp.train.lam == 1e-3 and type(exp.train.lam) is float
+    assert exp.train.average is True and exp.train.eta0 is None and exp.train.mode == "exact"
+    assert fs.pyramid == ((1, 1), (2, 2)) and exp.seed == 7
+    assert exp.cluster == {"queue": "long"} and exp.store.url == "s3://b/x.zarr?v=1"
+    # later assignments win, and the untouched set keeps its preset values
+    exp2 = load_experiment(_write(tmp_path, BASE_YAML), assignments=["train.epochs=3", "train.epochs=4"])
+    assert exp2.train.epochs == 4 and exp2.feature_sets[1] == exp.feature_sets[1]
+
+
+@pytest.mark.parametrize(
+    "assignments, needles",
+    [
+        (["train.epokhs=3"], ["--set train.epokhs=3", "unknown key 'train.epokhs'"]),
+        (["trian.epochs=3"], ["--set trian.epochs=3", "unknown key 'trian'"]),
+        (["feature_sets.0.codebok_size=3", "train.epochs=2"], ["--set feature_sets.0.codebok_size=3:", "codebok_size"]),
+        (["train.epochs=two"], ["--set train.epochs=two", "train.epochs is 'two'"]),
+        (["feature_sets.2.kappa=3"], ["feature_sets.2.kappa", "index 2 is out of range", "2 items (0..1)"]),
+        (["feature_sets.first.kappa=3"], ["feature_sets.first.kappa", "is a list", "'first'"]),
+        (["feature_sets.-1.kappa=3"], ["feature_sets.-1.kappa", "is a list"]),
+        (["train.epochs.max=3"], ["train.epochs.max", "train.epochs is 5"]),
+        (["train.epochs"], ["'train.epochs' is not KEY=VALUE"]),
+        (["=3"], ["'=3' is not KEY=VALUE"]),
+        (["train..epochs=3"], ["'train..epochs'", "empty"]),
+        (["train.epochs=[1"], ["--set train.epochs", "not valid YAML"]),
+        (["train=5"], ["--set train=5", "train is 5", "mapping"]),
+        (["feature_sets.0.kappa=99"], ["--set feature_sets.0.kappa=99", "kappa=99"]),
+    ],
+)
+def test_bad_set_is_one_line_error_naming_the_key(tmp_path, assignments, needles):
+    with pytest.raises(ConfigError) as info:
+        load_experiment(_write(tmp_path, BASE_YAML), assignments=assignments)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_set_error_blames_the_file_when_the_file_is_wrong(tmp_path):
+    cfg = _write(tmp_path, BASE_YAML + "trian: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(cfg, assignments=["train.epochs=2"])
+    assert "unknown key 'trian'" in str(info.value) and "--set" not in str(info.value)
+
+
+def test_set_may_pass_through_invalid_steps(tmp_path):
+    # layout list needs list_file: valid only after both assignments
+    exp = load_experiment(_write(tmp_path, BASE_YAML), assignments=["dataset.layout=list", "dataset.list_file=l.txt"])
+    assert exp.dataset.layout == "list" and exp.dataset.list_file == "l.txt"
+
+
+def test_data_reroots_split_sources():
+    exp = load_experiment("imagenet2010", data="/d/ilsvrc/")
+    ds = exp.dataset
+    assert {k: (s.root, s.layout, s.list_file, s.label_base) for k, s in ds.splits.items()} == {
+        "train": ("/d/ilsvrc/train", "tar", None, 0),
+        "val": ("/d/ilsvrc/val", "list", "val.txt", 1),
+        "test": ("/d/ilsvrc/test", "list", "test.txt", 1),
+    }
+    assert ds.class_file == "/d/ilsvrc/classes.txt"
+    # absolute list files keep only their name; --set runs first, so it can rename one
+    exp = load_experiment("imagenet2010", data="s3://bucket/ilsvrc",
+                          assignments=["dataset.splits.val.list_file=hdfs:///x/labels/val_gt.txt"])
+    assert exp.dataset.splits["val"].root == "s3://bucket/ilsvrc/val"
+    assert exp.dataset.splits["val"].list_file == "val_gt.txt"
+    assert exp.dataset.class_file == "s3://bucket/ilsvrc/classes.txt"
+
+
+def test_label_base_is_validated():
+    raw = {**MINIMAL, "dataset": {"root": "/d", "layout": "list", "list_file": "l.txt", "label_base": 2}}
+    with pytest.raises(ConfigError, match="label_base is 2"):
+        parse_experiment(raw)
+    raw = {**MINIMAL, "dataset": {"root": "/d", "layout": "tar", "label_base": 1}}
+    with pytest.raises(ConfigError, match="label_base applies to layout 'list' only"):
+        parse_experiment(raw)
+    exp = load_experiment("imagenet2010")
+    assert exp.dataset.splits["val"].label_base == exp.dataset.splits["test"].label_base == 1
+
+
+@pytest.mark.parametrize("command", ["extract", "train", "run", "evaluate"])
+def test_every_config_command_takes_set(tmp_path, command):
+    import argparse
+
+    from lsic.workflows import _commands
+
+    cfg = _write(tmp_path, BASE_YAML)
+    parser = argparse.ArgumentParser()
+    _commands.register(parser.add_subparsers())
+    extra = ["--sets", "a"] if command == "train" else []
+    args = parser.parse_args([command, str(cfg), "--set", "train.epochs=7", *extra,
+                              "--set", "feature_sets.0.codebook_size=32", "--store", "memory://s.zarr"])
+    exp = _commands._load(args)
+    assert exp.train.epochs == 7 and exp.feature_sets[0].codebook_size == 32 and exp.store.url == "memory://s.zarr"
+    if command == "train":
+        assert args.sets == "a"  # `--sets` (feature sets to train) is still its own flag
+
+
+def test_cli_bad_set_is_one_line(tmp_path, capsys):
+    from lsic.workflows import cli
+
+    cfg = _write(tmp_path, BASE_YAML)
+    for command, argv, needle in (
+        ("extract", ["--set", "feature_sets.5.kappa=2"], "feature_sets.5.kappa: index 5 is out of range"),
+        ("train", ["--set", "train.epokhs=2"], "unknown key 'train.epokhs'"),
+        ("run", ["--set", "train.epochs"], "not KEY=VALUE"),
+    ):
+        assert cli.main([command, str(cfg), *argv]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("lsic: error: ") and needle in lines[0], lines
+    # and as a user runs it: a process, exit code 2, one line on stderr
+    proc = subprocess.run([sys.executable, "-m", "lsic.workflows.cli", "evaluate", str(cfg), "--set", "train.epochs=x"],
+                          capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "--set train.epochs=x: train.epochs is 'x'" in lines[0], proc.stderr
+
+
+def test_label_base_keeps_old_fingerprints_and_changes_them_when_set():
+    # Fingerprints computed by lsic at 1bb2f13, before label_base existed: stores
+    # extracted then must not be refused as "another configuration" now.
+    assert parse_experiment(MINIMAL).extraction_fingerprint() == "a6a3f6108e1749a2"
+    zero = ["dataset.splits.val.label_base=0", "dataset.splits.test.label_base=0"]
+    assert load_experiment("imagenet2010", assignments=zero).extraction_fingerprint() == "af0c34165491d71a"
+    # labels that mean other classes are other features' rows: the fingerprint must move
+    assert load_experiment("imagenet2010").extraction_fingerprint() != "af0c34165491d71a"

@@ -103,3 +103,47 @@ def test_explicit_split_sources(image_folder, tmp_path):
     })
     m = build_manifest(ds, seed=0)
     assert m.counts()["test"] == len(lines) and m.counts()["train"] == 40
+
+
+def _numbered_list(image_folder: Path, base: int) -> list[str]:
+    """'path label' lines, label = folder's index in sorted order + base."""
+    dirs = sorted(d for d in image_folder.iterdir() if d.is_dir())
+    return [f"{d.name}/{f.name} {c + base}" for c, d in enumerate(dirs) for f in sorted(d.iterdir())]
+
+
+@pytest.mark.parametrize("base", [0, 1])
+def test_list_label_base_maps_numbers_to_class_file_lines(image_folder, tmp_path, base):
+    (tmp_path / "list.txt").write_text("\n".join(_numbered_list(image_folder, base)) + "\n")
+    names = sorted(p.name for p in image_folder.iterdir() if p.is_dir())
+    (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
+    ds = DatasetConfig(root=str(image_folder), layout="list", list_file=str(tmp_path / "list.txt"),
+                       label_base=base, class_file=str(tmp_path / "classes.txt"), train_per_class=6, test_per_class=4)
+    m = build_manifest(ds, seed=0)
+    ref = build_manifest(DatasetConfig(root=str(image_folder), train_per_class=6, test_per_class=4), seed=0)
+    assert m.class_names == names
+    # every image keeps its own folder's class: nothing shifted by one
+    assert sorted(zip(m.paths, m.labels.tolist())) == sorted(zip(ref.paths, ref.labels.tolist()))
+    # without a class file the numbers themselves name the classes, counted from the base
+    ds2 = DatasetConfig(root=str(image_folder), layout="list", list_file=str(tmp_path / "list.txt"), label_base=base,
+                        train_per_class=6, test_per_class=4)
+    m2 = build_manifest(ds2, seed=0)
+    assert m2.class_names == [str(i + base) for i in range(len(names))]
+    assert m2.labels.tolist() == m.labels.tolist() and m2.paths == m.paths
+
+
+@pytest.mark.parametrize("base, bad", [(0, 4), (1, 0), (1, 5), (0, -1)])
+def test_list_label_out_of_range_is_one_line(image_folder, tmp_path, base, bad):
+    lines = _numbered_list(image_folder, base)
+    path = lines[7].rsplit(None, 1)[0]
+    lines[7] = f"{path} {bad}"
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "classes.txt").write_text("\n".join(sorted(p.name for p in image_folder.iterdir() if p.is_dir())))
+    ds = DatasetConfig(splits={
+        "train": SourceConfig(root=str(image_folder)),
+        "test": SourceConfig(root=str(image_folder), layout="list", list_file=str(tmp_path / "list.txt"), label_base=base),
+    }, class_file=str(tmp_path / "classes.txt"))
+    with pytest.raises(DataError) as info:
+        build_manifest(ds, seed=0)
+    msg = str(info.value)
+    assert "\n" not in msg and f"label '{bad}'" in msg and f"{base}..{3 + base} with label_base {base}" in msg
+    assert "split test" in msg and path in msg and "list.txt" in msg
