@@ -143,11 +143,13 @@ def build_ivf(B: np.ndarray, n_lists: int | None = None, *, seed: int = 0) -> IV
     C = B[np.sort(rng.choice(p, L, replace=False))].copy()
     for _ in range(_COARSE_ITERS):
         assign = knn_exact(B, C, _norms(C), 1)[:, 0]
-        sums = np.zeros(C.shape, dtype=np.float64)
-        np.add.at(sums, assign, B)
         counts = np.bincount(assign, minlength=L)
         nz = counts > 0
-        C[nz] = (sums[nz] / counts[nz, None]).astype(np.float32)
+        # per-cluster sums by one sort + reduceat (np.add.at is ~100x slower at 32,768 x 128)
+        srt = np.argsort(assign, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[nz]
+        sums = np.add.reduceat(B[srt].astype(np.float64), starts, axis=0)
+        C[nz] = (sums / counts[nz, None]).astype(np.float32)
     assign = knn_exact(B, C, _norms(C), 1)[:, 0]
     order = np.argsort(assign, kind="stable").astype(np.int32)
     offsets = np.zeros(L + 1, dtype=np.int64)
