@@ -58,8 +58,9 @@ class FeatureSet:
         per descriptor; approximate, for big codebooks). Ignored by SVC.
     n_probe : int or None, default None
         Lists probed per descriptor when ``knn="ivf"``, 1..``n_lists``
-        (None: a fifth of the lists, which gave a 20-neighbour recall of
-        about 0.99 on HOG with Table 1's codebooks; see bench_table1.py).
+        (None: a quarter of the lists; a fifth gave a 20-neighbour recall of
+        0.987-0.996 on HOG / HOG+LBP with Table 1's codebooks, a quarter
+        0.99 or more; see bench_table1.py).
     n_lists : int or None, default None
         Inverted lists when ``knn="ivf"`` (None: ``round(sqrt(codebook_size))``).
 
@@ -138,8 +139,8 @@ class FeatureSet:
 
     @property
     def ivf_probes(self) -> int:
-        """Lists probed by ``knn="ivf"``: ``n_probe`` or a fifth of :attr:`ivf_lists` (at least 1)."""
-        return self.n_probe if self.n_probe is not None else max(1, round(self.ivf_lists / 5))
+        """Lists probed by ``knn="ivf"``: ``n_probe`` or a quarter of :attr:`ivf_lists` (at least 1)."""
+        return self.n_probe if self.n_probe is not None else max(1, round(self.ivf_lists / 4))
 
     @property
     def ivf_lists(self) -> int:

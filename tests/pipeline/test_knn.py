@@ -146,7 +146,7 @@ def test_feature_set_knn_option_roundtrip_and_validation():
     assert fs.to_dict()["knn"] == "ivf" and fs.to_dict()["n_probe"] == 20
     assert FeatureSet.from_dict({**d, "n_lists": 100}).ivf_lists == 100
     auto = FeatureSet.from_dict({**d, "n_probe": None})
-    assert auto.n_probe is None and auto.ivf_probes == 13  # a fifth of 64 lists
+    assert auto.n_probe is None and auto.ivf_probes == 16  # a quarter of 64 lists
     assert FeatureSet.from_dict(auto.to_dict()) == auto
     assert FeatureSet("b", "hog", "lcc", 16, kappa=5).knn == "exact"  # exact stays the default
     FeatureSet("b", "hog", "lcc", 16, kappa=5, n_probe=24)  # n_probe past the lists is fine while knn is exact
