@@ -17,6 +17,7 @@ from ._hog import dense_hog
 from ._lbp import dense_lbp, lbp_codes
 from ._pca import fit_pca, pca_project
 from ._coding import SparseCodes, lcc_encode, nearest_codewords
+from ._knn import IVFIndex, build_ivf
 from ._pooling import n_pyramid_blocks, normalize_feature, pyramid_blocks, pyramid_pool, svc_pool
 from ._feature_sets import CALTECH, PRESETS, TABLE1, FeatureSet, descriptor_dim
 from ._codebook import Codebook
@@ -61,6 +62,8 @@ __all__ = [
     "SparseCodes",
     "nearest_codewords",
     "lcc_encode",
+    "IVFIndex",
+    "build_ivf",
     "svc_pool",
     "pyramid_blocks",
     "n_pyramid_blocks",

@@ -9,6 +9,7 @@ import numpy as np
 
 from ._errors import ConfigError, DataError
 from ._feature_sets import FeatureSet
+from ._knn import IVFIndex, build_ivf
 from ._pca import fit_pca, pca_project
 
 __all__ = ["Codebook"]
@@ -58,6 +59,18 @@ class Codebook:
                 f"match centers {self.centers.shape}"
             )
         self.center_norms = np.einsum("ij,ij->i", self.centers, self.centers).astype(np.float32)
+        self._ivf: IVFIndex | None = None
+
+    @property
+    def ivf(self) -> IVFIndex:
+        """Inverted file over the codewords (``feature_set.ivf_lists`` lists), built on first use and kept.
+
+        Built from the centres alone with a fixed seed, so every worker that
+        loads the codebook builds the same index (see :func:`build_ivf`).
+        """
+        if self._ivf is None:
+            self._ivf = build_ivf(self.centers, self.feature_set.ivf_lists, seed=0)
+        return self._ivf
 
     @property
     @classmethod

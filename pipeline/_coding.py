@@ -17,11 +17,11 @@ import numpy as np
 
 from . import _coding_kernels as _k
 from ._errors import ConfigError
+from ._knn import TILE_ROWS, IVFIndex, knn_exact, knn_ivf
 
 __all__ = ["SparseCodes", "nearest_codewords", "lcc_encode", "DEFAULT_RIDGE"]
 
 DEFAULT_RIDGE = 1e-4  # times trace(C), as in LLC (Wang et al. 2010)
-_BLOCK_BYTES = 16 << 20  # one float32 (m, p) distance block of at most 16 MB
 
 
 class SparseCodes(NamedTuple):
@@ -59,12 +59,6 @@ def _check(Z: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return Z, B
 
 
-def _block_rows(p: int, block_rows: int | None) -> int:
-    if block_rows is not None:
-        return max(1, int(block_rows))
-    return int(max(16, min(4096, _BLOCK_BYTES // (4 * max(p, 1)))))
-
-
 def nearest_codewords(
     Z: np.ndarray,
     centers: np.ndarray,
@@ -72,13 +66,15 @@ def nearest_codewords(
     *,
     block_rows: int | None = None,
     center_norms: np.ndarray | None = None,
+    index: IVFIndex | None = None,
+    n_probe: int = 1,
 ) -> np.ndarray:
     """Indices of the k nearest codewords (Euclidean) of each descriptor.
 
-    Distances come from one GEMM per block of rows,
-    ``||z||^2 - 2 z . b + ||b||^2`` (``||z||^2`` is constant per row and
-    skipped), blocks of at most 16 MB so that 32,768 codewords stay bounded
-    in memory; the k smallest are then selected in one numba pass.
+    Distances ``||z||^2 - 2 z . b + ||b||^2`` (``||z||^2`` is constant per
+    row and skipped) come from one GEMM per tile of descriptors x codewords;
+    each tile is merged into a running top-k per descriptor right after its
+    GEMM (numba), so the n x p distance matrix never exists.
 
     Parameters
     ----------
@@ -87,31 +83,39 @@ def nearest_codewords(
     k : int
         Neighbours per descriptor, 1 <= k <= p.
     block_rows : int, optional
-        Rows per GEMM block (default: 16 MB / (4 p)).
+        Descriptors per tile (default 512; tiles of 512 codewords).
     center_norms : ndarray (p,) float32, optional
         Precomputed ``||b_j||^2``.
+    index : IVFIndex, optional
+        An inverted file over ``centers`` (:func:`build_ivf`): search only the
+        ``n_probe`` lists nearest each descriptor (approximate).
+    n_probe : int, default 1
+        Lists probed per descriptor with ``index``, 1..``index.n_lists``.
 
     Returns
     -------
-    indices : ndarray (n, k) int32, nearest first.
+    indices : ndarray (n, k) int32, nearest first (exact search: of equal
+    distances the lower index first).
     """
     Z, B = _check(Z, centers)
     n, p = Z.shape[0], B.shape[0]
     if not 1 <= k <= p:
         raise ConfigError(f"k={k} nearest codewords out of a codebook of {p}: use 1 <= k <= {p}")
+    if index is not None:
+        if index.centers.shape != B.shape:
+            raise ConfigError(
+                f"IVF index over {index.centers.shape} codewords does not match the codebook {B.shape}: "
+                "rebuild it with build_ivf(centers)"
+            )
+        if not 1 <= n_probe <= index.n_lists:
+            raise ConfigError(f"n_probe={n_probe}: use 1 <= n_probe <= {index.n_lists} (the index's lists)")
+        return knn_ivf(Z, index, k, n_probe, tile_rows=block_rows or TILE_ROWS)
     bb = (
         np.einsum("ij,ij->i", B, B).astype(np.float32)
         if center_norms is None
         else np.ascontiguousarray(center_norms, dtype=np.float32)
     )
-    out = np.empty((n, k), dtype=np.int32)
-    m = _block_rows(p, block_rows)
-    buf = np.empty((min(m, max(n, 1)), p), dtype=np.float32)
-    for r0 in range(0, n, m):
-        blk = Z[r0 : r0 + m]
-        zb = np.matmul(blk, B.T, out=buf[: blk.shape[0]])
-        _k.select_nearest(zb, bb, r0, out)
-    return out
+    return knn_exact(Z, B, bb, k, tile_rows=max(1, int(block_rows)) if block_rows else TILE_ROWS)
 
 
 def lcc_encode(
@@ -122,6 +126,8 @@ def lcc_encode(
     ridge: float = DEFAULT_RIDGE,
     block_rows: int | None = None,
     center_norms: np.ndarray | None = None,
+    index: IVFIndex | None = None,
+    n_probe: int = 1,
 ) -> SparseCodes:
     """Local coordinate coding (paper §3.1, eq. 1); ``kappa = 1`` is vector quantisation.
 
@@ -141,8 +147,9 @@ def lcc_encode(
     ridge : float, default 1e-4
         Trace-scaled ridge added to C's diagonal, as LLC (Wang et al. 2010)
         does; needed because C is singular whenever kappa > d.
-    block_rows, center_norms
-        See :func:`nearest_codewords`.
+    block_rows, center_norms, index, n_probe
+        See :func:`nearest_codewords` (``index`` makes the neighbour search
+        approximate; the weights are then those of the neighbours found).
 
     Returns
     -------
@@ -161,7 +168,9 @@ def lcc_encode(
     Z, B = _check(Z, centers)
     if not ridge >= 0:
         raise ConfigError(f"ridge={ridge}: use a small non-negative number such as 1e-4")
-    idx = nearest_codewords(Z, B, kappa, block_rows=block_rows, center_norms=center_norms)
+    idx = nearest_codewords(
+        Z, B, kappa, block_rows=block_rows, center_norms=center_norms, index=index, n_probe=n_probe
+    )
     w = np.empty(idx.shape, dtype=np.float32)
     _k.lcc_weights(Z, B, idx, float(ridge), w)
     return SparseCodes(idx, w, B.shape[0])

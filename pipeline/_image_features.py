@@ -88,7 +88,8 @@ def image_descriptors(
 def encode_pool(desc: Descriptors, codebook: Codebook) -> np.ndarray:
     """Code, pyramid-pool and normalise one image's descriptors for one feature set.
 
-    LCC (eq. 1) then max/avg pyramid pooling, or SVC (eq. 2) with its
+    LCC (eq. 1; neighbours by ``fs.knn``, exact or the codebook's inverted
+    file) then max/avg pyramid pooling, or SVC (eq. 2) with its
     pooling per block; blocks concatenated, optional power norm, then L2.
 
     Returns
@@ -98,7 +99,11 @@ def encode_pool(desc: Descriptors, codebook: Codebook) -> np.ndarray:
     fs = codebook.feature_set
     Z = codebook.project(desc.values)
     if fs.coding == "lcc":
-        codes = lcc_encode(Z, codebook.centers, fs.kappa, center_norms=codebook.center_norms)
+        ivf = fs.knn == "ivf"
+        codes = lcc_encode(
+            Z, codebook.centers, fs.kappa, center_norms=codebook.center_norms,
+            index=codebook.ivf if ivf else None, n_probe=fs.ivf_probes,
+        )
         x = pyramid_pool(codes, desc.xy, desc.image_shape, fs.pyramid, pooling=fs.pooling)
     else:
         near = nearest_codewords(Z, codebook.centers, 1, center_norms=codebook.center_norms)

@@ -18,6 +18,7 @@ missing; the arrays it produces are bit-identical to an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -148,6 +149,14 @@ def _descriptor_sample(rows: list[int], url: str, so: dict, exp: Experiment) -> 
     return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in out.items()}
 
 
+def _process_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a batch job's allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _fit_and_store_codebook(
     partitions: list[list[dict[str, np.ndarray]]], fs: FeatureSet, url: str, so: dict, seed: int
 ) -> str:
@@ -161,8 +170,17 @@ def _fit_and_store_codebook(
             f"but got {len(sample)}; raise codebook.sample_images or descriptors_per_image, or shrink codebook_size"
         )
     t0 = time.perf_counter()
-    cb = Codebook.fit(sample, fs, random_state=seed)
-    log.info("codebook %s: %d codewords from %d descriptors in %.1f s", fs.name, fs.codebook_size, len(sample), time.perf_counter() - t0)
+    cores = _process_cores()
+    # k-means of 8k-32k centres is hours on one core: lift the BLAS pin of the sampling tasks and the
+    # OMP_NUM_THREADS=1 of dask's worker environment for this step only (scikit-learn's k-means runs
+    # OpenMP threads over single-threaded GEMMs). Codebooks are fitted before any feature row is
+    # computed, so no extraction task shares the process with a multi-threaded BLAS.
+    with threadpool_limits(limits=cores):
+        cb = Codebook.fit(sample, fs, random_state=seed)
+    log.info(
+        "codebook %s: %d codewords from %d descriptors in %.1f s on %d cores",
+        fs.name, fs.codebook_size, len(sample), time.perf_counter() - t0, cores,
+    )
     FeatureStore.open(url, "a", so).write_codebook(fs, cb)
     return fs.name
 

@@ -1,0 +1,210 @@
+"""k nearest codewords of LCC (paper §3.1, eq. 1): exact tiled search and an inverted-file (IVF) approximation.
+
+Both search the squared Euclidean distance through ``||b||^2 - 2 z . b``
+(one GEMM per tile) and keep a running top-k per descriptor, so the n x p
+distance matrix never exists.
+
+References
+----------
+H. Jegou, M. Douze and C. Schmid, "Product quantization for nearest neighbor
+search", IEEE TPAMI 2011 (the inverted file with a coarse quantizer, as in
+faiss's ``IndexIVFFlat``). Lin et al., CVPR 2011, eq. 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _knn_kernels as _k
+
+__all__ = ["IVFIndex", "build_ivf", "knn_exact", "knn_ivf", "default_n_lists"]
+
+# Tile of the exact search: 512 x 512 float32 = 1 MB (one core's L2 here) is
+# the largest tile whose selection still reads it from cache right after the
+# GEMM; much smaller tiles lose GEMM efficiency (measured in bench_table1).
+TILE_ROWS = 512
+TILE_COLS = 512
+_COARSE_ITERS = 10
+
+
+def _norms(B: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", B, B).astype(np.float32)
+
+
+def _start(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n, k), np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int32)
+
+
+def knn_exact(
+    Z: np.ndarray,
+    B: np.ndarray,
+    bb: np.ndarray,
+    k: int,
+    *,
+    tile_rows: int = TILE_ROWS,
+    tile_cols: int = TILE_COLS,
+) -> np.ndarray:
+    """Exact k nearest codewords, GEMM tile by tile with the selection fused after each tile.
+
+    Parameters
+    ----------
+    Z : ndarray (n, d) float32, C-contiguous
+    B : ndarray (p, d) float32, C-contiguous
+    bb : ndarray (p,) float32, ``||b_j||^2``
+    k : int, 1 <= k <= p (trusted: validated by the caller)
+    tile_rows, tile_cols : int
+        Tile shape (descriptors x codewords).
+
+    Returns
+    -------
+    ndarray (n, k) int32, nearest first; of equal distances the lower index first.
+    """
+    n, p = Z.shape[0], B.shape[0]
+    vals, ids = _start(n, k)
+    cols = np.arange(p, dtype=np.int32)
+    rows = np.arange(n, dtype=np.int32)
+    flat = np.empty(min(tile_rows, max(n, 1)) * min(tile_cols, p), dtype=np.float32)
+    for r0 in range(0, n, tile_rows):
+        zr = Z[r0 : r0 + tile_rows]
+        rr = rows[r0 : r0 + tile_rows]
+        for c0 in range(0, p, tile_cols):
+            Bc = B[c0 : c0 + tile_cols]
+            # a contiguous tile at the edges too: BLAS writes it directly, numba compiles one layout
+            t = np.matmul(zr, Bc.T, out=flat[: zr.shape[0] * Bc.shape[0]].reshape(zr.shape[0], Bc.shape[0]))
+            _k.topk_update(t, bb[c0 : c0 + tile_cols], cols[c0 : c0 + tile_cols], rr, vals, ids)
+    return ids
+
+
+class IVFIndex(NamedTuple):
+    """Inverted file over a codebook: codewords grouped by their nearest coarse centroid.
+
+    Attributes
+    ----------
+    coarse : ndarray (L, d) float32
+        Coarse centroids (k-means on the codewords).
+    coarse_norms : ndarray (L,) float32
+    offsets : ndarray (L + 1,) int64
+        List q holds sorted positions ``offsets[q]:offsets[q + 1]``.
+    order : ndarray (p,) int32
+        Codeword index of each sorted position.
+    centers : ndarray (p, d) float32
+        Codewords in list order (``B[order]``), so that a list is one slice.
+    norms : ndarray (p,) float32
+        ``||b||^2`` in list order.
+    """
+
+    coarse: np.ndarray
+    coarse_norms: np.ndarray
+    offsets: np.ndarray
+    order: np.ndarray
+    centers: np.ndarray
+    norms: np.ndarray
+
+    @property
+    def n_lists(self) -> int:
+        return self.coarse.shape[0]
+
+
+def default_n_lists(p: int) -> int:
+    """About sqrt(p) lists (faiss's rule of thumb for IVF), at least 1."""
+    return max(1, int(round(math.sqrt(p))))
+
+
+def build_ivf(B: np.ndarray, n_lists: int | None = None, *, seed: int = 0) -> IVFIndex:
+    """Coarse quantizer (k-means, 10 Lloyd iterations) over the codewords and the inverted lists.
+
+    Parameters
+    ----------
+    B : ndarray (p, d) float32
+        Codebook (rows are codewords).
+    n_lists : int, optional
+        Number of lists L, 1 <= L <= p (default ``round(sqrt(p))``).
+    seed : int
+        Seed of the initial centroids (a sample of codewords).
+
+    Returns
+    -------
+    IVFIndex
+
+    Notes
+    -----
+    Deterministic for a given seed and BLAS thread count (extraction pins BLAS
+    to one thread), so every worker builds the same index from the stored
+    codebook and nothing extra is stored. An empty cluster keeps its previous
+    centroid.
+    """
+    B = np.ascontiguousarray(B, dtype=np.float32)
+    p = B.shape[0]
+    L = default_n_lists(p) if n_lists is None else int(n_lists)
+    rng = np.random.default_rng(seed)
+    C = B[np.sort(rng.choice(p, L, replace=False))].copy()
+    for _ in range(_COARSE_ITERS):
+        assign = knn_exact(B, C, _norms(C), 1)[:, 0]
+        counts = np.bincount(assign, minlength=L)
+        nz = counts > 0
+        # per-cluster sums by one sort + reduceat (np.add.at is ~100x slower at 32,768 x 128)
+        srt = np.argsort(assign, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[nz]
+        sums = np.add.reduceat(B[srt].astype(np.float64), starts, axis=0)
+        C[nz] = (sums / counts[nz, None]).astype(np.float32)
+    assign = knn_exact(B, C, _norms(C), 1)[:, 0]
+    order = np.argsort(assign, kind="stable").astype(np.int32)
+    offsets = np.zeros(L + 1, dtype=np.int64)
+    np.cumsum(np.bincount(assign, minlength=L), out=offsets[1:])
+    Bs = np.ascontiguousarray(B[order])
+    return IVFIndex(C, _norms(C), offsets, order, Bs, _norms(Bs))
+
+
+def knn_ivf(
+    Z: np.ndarray, index: IVFIndex, k: int, n_probe: int, *, tile_rows: int = TILE_ROWS
+) -> np.ndarray:
+    """Approximate k nearest codewords: exact search within the ``n_probe`` lists nearest each descriptor.
+
+    The descriptors probing a list are gathered and multiplied against that
+    list's codewords in one GEMM (as faiss's IVF does for a batch of
+    queries), then merged into each descriptor's running top-k by the same
+    fused kernel as :func:`knn_exact`. A descriptor whose probed lists hold
+    fewer than k codewords is searched exactly.
+
+    Parameters
+    ----------
+    Z : ndarray (n, d) float32, C-contiguous
+    index : IVFIndex
+    k : int, 1 <= k <= p
+    n_probe : int, 1 <= n_probe <= index.n_lists
+
+    Returns
+    -------
+    ndarray (n, k) int32 codeword indices (of the original codebook), nearest first.
+    """
+    n = Z.shape[0]
+    L = index.n_lists
+    probes = knn_exact(Z, index.coarse, index.coarse_norms, n_probe)
+    offsets = np.empty(L + 1, dtype=np.int64)
+    rows = np.empty(n * n_probe, dtype=np.int32)
+    _k.group_by_list(probes, L, offsets, rows)
+    vals, ids = _start(n, k)
+    longest = int(np.diff(index.offsets).max()) if L else 0
+    flat = np.empty(tile_rows * max(longest, 1), dtype=np.float32)
+    q_buf = np.empty((tile_rows, Z.shape[1]), dtype=np.float32)
+    for q in range(L):
+        c0, c1 = index.offsets[q], index.offsets[q + 1]
+        if c1 == c0:
+            continue
+        Bq = index.centers[c0:c1]
+        bq = index.norms[c0:c1]
+        oq = index.order[c0:c1]
+        for r0 in range(offsets[q], offsets[q + 1], tile_rows):
+            rr = rows[r0 : min(r0 + tile_rows, offsets[q + 1])]
+            zq = np.take(Z, rr, axis=0, out=q_buf[: rr.shape[0]])
+            t = np.matmul(zq, Bq.T, out=flat[: rr.shape[0] * (c1 - c0)].reshape(rr.shape[0], c1 - c0))
+            _k.topk_update(t, bq, oq, rr, vals, ids)
+    short = np.flatnonzero(ids[:, k - 1] < 0)
+    if short.size:
+        B = np.empty_like(index.centers)
+        B[index.order] = index.centers
+        ids[short] = knn_exact(np.ascontiguousarray(Z[short]), B, _norms(B), k)
+    return ids

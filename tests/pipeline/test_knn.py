@@ -1,0 +1,173 @@
+"""kNN of LCC (eq. 1): the fused tiled search against scipy cdist + argsort, the IVF mode's recall and its config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from lsic.pipeline import Codebook, ConfigError, FeatureSet, build_ivf, encode_pool, lcc_encode, nearest_codewords
+from lsic.pipeline._grid import Descriptors
+from lsic.pipeline._knn import knn_exact
+
+
+def _brute(Z, B, k):
+    D = cdist(Z.astype(np.float64), B.astype(np.float64), "sqeuclidean")
+    return D, np.argsort(D, axis=1, kind="stable")[:, :k]
+
+
+def _assert_same_neighbours(D, got, ref):
+    # equal up to float32 rounding of near-equal distances (ties aside): compare distances, then indices
+    assert got.dtype == np.int32 and got.shape == ref.shape
+    np.testing.assert_allclose(
+        np.take_along_axis(D, got, axis=1), np.take_along_axis(D, ref, axis=1), rtol=1e-5, atol=1e-4
+    )
+    assert (got == ref).mean() > 0.999
+
+
+@pytest.mark.parametrize(
+    "n, p, k, tile_rows, tile_cols",
+    [
+        (1, 40, 1, 512, 512),  # one descriptor, one partial tile
+        (300, 1000, 20, 64, 128),  # p = 7 x 128 + 104: last column tile partial
+        (257, 513, 20, 100, 512),  # p one past the tile; n over three row tiles
+        (200, 300, 299, 37, 50),  # k close to p: every chunk passes the threshold
+        (120, 70, 5, 512, 16),  # tiles of exactly one selection chunk
+        (90, 45, 7, 30, 20),  # tile width not a multiple of the 16-value chunk
+    ],
+)
+def test_fused_tiled_search_equals_cdist_argsort(n, p, k, tile_rows, tile_cols):
+    rng = np.random.default_rng(n + p + k)
+    Z = rng.standard_normal((n, 24)).astype(np.float32)
+    B = rng.standard_normal((p, 24)).astype(np.float32)
+    D, ref = _brute(Z, B, k)
+    bb = np.einsum("ij,ij->i", B, B).astype(np.float32)
+    _assert_same_neighbours(D, knn_exact(Z, B, bb, k, tile_rows=tile_rows, tile_cols=tile_cols), ref)
+    _assert_same_neighbours(D, nearest_codewords(Z, B, k, block_rows=tile_rows), ref)
+
+
+def test_ties_keep_the_lower_index_first():
+    # duplicated codewords with small integer coordinates: every dot product is exact in float32, so
+    # the copies tie exactly whichever GEMM tile holds them; the argsort(kind="stable") order
+    rng = np.random.default_rng(3)
+    base = rng.integers(-8, 9, (50, 8)).astype(np.float32)
+    B = np.concatenate([base, base, base])  # codeword j, j + 50, j + 100 identical
+    Z = rng.integers(-8, 9, (40, 8)).astype(np.float32) + 0.5
+    D, ref = _brute(Z, B, 6)  # exact distances too, so the stable argsort is the one right answer
+    idx = knn_exact(Z, B, np.einsum("ij,ij->i", B, B).astype(np.float32), 6, tile_rows=16, tile_cols=32)
+    np.testing.assert_array_equal(idx, ref)
+    assert (idx >= 50).any()  # copies of a tied codeword did come out, after their original
+
+
+def _clustered(n, p, d=32, n_modes=60, seed=0):
+    # descriptors and codewords from one Gaussian mixture, as k-means codewords sit among real descriptors
+    rng = np.random.default_rng(seed)
+    modes = 4.0 * rng.standard_normal((n_modes, d))
+    scale = rng.uniform(0.5, 1.5, n_modes)
+
+    def draw(m):
+        c = rng.integers(n_modes, size=m)
+        return (modes[c] + scale[c, None] * rng.standard_normal((m, d))).astype(np.float32)
+
+    return draw(n), draw(p)
+
+
+def _recall(got, ref):
+    return np.mean([len(set(g) & set(r)) / len(r) for g, r in zip(got, ref)])
+
+
+def test_ivf_lists_partition_the_codebook_by_nearest_coarse_centroid():
+    _, B = _clustered(10, 900)
+    ix = build_ivf(B)
+    assert ix.n_lists == 30  # round(sqrt(900))
+    np.testing.assert_array_equal(np.sort(ix.order), np.arange(900))
+    np.testing.assert_array_equal(ix.centers, B[ix.order])
+    assert ix.offsets[0] == 0 and ix.offsets[-1] == 900
+    list_of = np.repeat(np.arange(ix.n_lists), np.diff(ix.offsets))
+    D = cdist(ix.centers.astype(np.float64), ix.coarse.astype(np.float64), "sqeuclidean")
+    assert (np.take_along_axis(D, list_of[:, None], 1)[:, 0] <= D.min(axis=1) + 1e-3).all()
+    again = build_ivf(B)  # deterministic: every worker builds the same index
+    np.testing.assert_array_equal(again.order, ix.order)
+    np.testing.assert_array_equal(again.coarse, ix.coarse)
+
+
+def test_ivf_recall_on_clustered_data():
+    Z, B = _clustered(2000, 4096)
+    D, ref = _brute(Z, B, 20)
+    ix = build_ivf(B)  # 64 lists
+    rec = {npr: _recall(nearest_codewords(Z, B, 20, index=ix, n_probe=npr), ref) for npr in (1, 4, 16, 64)}
+    assert rec[1] < 0.95  # one list is a real approximation ...
+    assert rec[16] >= 0.99  # ... a quarter of the lists is as good as exact for 20 neighbours
+    assert rec[64] == 1.0  # every list probed: the exact neighbour sets
+    got = nearest_codewords(Z, B, 20, index=ix, n_probe=64)
+    np.testing.assert_allclose(  # and in the same order, nearest first
+        np.take_along_axis(D, got, 1), np.take_along_axis(D, ref, 1), rtol=1e-5, atol=1e-4
+    )
+
+
+def test_ivf_falls_back_to_exact_when_probed_lists_hold_fewer_than_k():
+    Z, B = _clustered(300, 200)
+    ix = build_ivf(B, n_lists=100)  # about two codewords per list
+    D, ref = _brute(Z, B, 10)
+    got = nearest_codewords(Z, B, 10, index=ix, n_probe=1)
+    # a row whose probed list holds fewer than 10 codewords is searched exactly, so every row has
+    # 10 distinct neighbours, and the rows searched exactly agree with brute force
+    assert (got >= 0).all() and all(len(set(r)) == 10 for r in got)
+    sizes = np.diff(ix.offsets)
+    probe = nearest_codewords(Z, ix.coarse, 1)[:, 0]
+    short = sizes[probe] < 10
+    assert short.all()
+    _assert_same_neighbours(D[short], got[short], ref[short])
+
+
+def test_ivf_with_every_list_gives_the_exact_lcc_codes():
+    Z, B = _clustered(500, 600, d=16)
+    ix = build_ivf(B, n_lists=20)
+    exact = lcc_encode(Z, B, 8)
+    ivf = lcc_encode(Z, B, 8, index=ix, n_probe=20)
+    np.testing.assert_array_equal(ivf.indices, exact.indices)
+    np.testing.assert_allclose(ivf.weights, exact.weights, rtol=1e-5, atol=1e-6)
+
+
+def test_ivf_argument_errors():
+    Z, B = _clustered(10, 100)
+    ix = build_ivf(B, n_lists=10)
+    with pytest.raises(ConfigError, match="n_probe=11"):
+        nearest_codewords(Z, B, 5, index=ix, n_probe=11)
+    with pytest.raises(ConfigError, match="rebuild it"):
+        nearest_codewords(Z, B[:50], 5, index=ix, n_probe=2)
+
+
+def test_feature_set_knn_option_roundtrip_and_validation():
+    d = {"name": "a", "descriptor": "hog", "coding": "lcc", "codebook_size": 4096, "knn": "ivf", "n_probe": 20}
+    fs = FeatureSet.from_dict(d)
+    assert fs.knn == "ivf" and fs.n_probe == 20 and fs.ivf_lists == 64
+    assert FeatureSet.from_dict(fs.to_dict()) == fs
+    assert fs.to_dict()["knn"] == "ivf" and fs.to_dict()["n_probe"] == 20
+    assert FeatureSet.from_dict({**d, "n_lists": 100}).ivf_lists == 100
+    auto = FeatureSet.from_dict({**d, "n_probe": None})
+    assert auto.n_probe is None and auto.ivf_probes == 16  # a quarter of 64 lists
+    assert FeatureSet.from_dict(auto.to_dict()) == auto
+    assert FeatureSet("b", "hog", "lcc", 16, kappa=5).knn == "exact"  # exact stays the default
+    FeatureSet("b", "hog", "lcc", 16, kappa=5, n_probe=24)  # n_probe past the lists is fine while knn is exact
+    for key, value, msg in [
+        ("knn", "hnsw", "knn='hnsw'.*exact"),
+        ("n_probe", 0, "n_probe=0"),
+        ("n_probe", 65, r"n_probe=65.*1\.\.n_lists \(64\)"),
+        ("n_probe", True, "n_probe=True"),
+        ("n_lists", 5000, "n_lists=5000"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            FeatureSet.from_dict({**d, key: value})
+
+
+def test_encode_pool_uses_the_codebooks_ivf():
+    Z, B = _clustered(400, 256)
+    rng = np.random.default_rng(1)
+    desc = Descriptors(Z, (rng.random((400, 2)) * 100).astype(np.float32), (100, 100))
+    exact = FeatureSet("e", "hog", "lcc", 256, kappa=5, pyramid=((1, 1), (2, 2)))
+    full = FeatureSet("f", "hog", "lcc", 256, kappa=5, pyramid=((1, 1), (2, 2)), knn="ivf", n_probe=16)
+    one = FeatureSet("o", "hog", "lcc", 256, kappa=5, pyramid=((1, 1), (2, 2)), knn="ivf", n_probe=1)
+    x_exact = encode_pool(desc, Codebook(exact, B))
+    np.testing.assert_array_equal(encode_pool(desc, Codebook(full, B)), x_exact)  # 16 of 16 lists
+    assert not np.array_equal(encode_pool(desc, Codebook(one, B)), x_exact)  # one list: approximate
