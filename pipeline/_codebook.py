@@ -72,7 +72,6 @@ class Codebook:
             self._ivf = build_ivf(self.centers, self.feature_set.ivf_lists, seed=0)
         return self._ivf
 
-    @property
     @classmethod
     def fit(
         cls,
