@@ -216,9 +216,10 @@ class Experiment:
         d = self.to_dict()
         keep = {k: d[k] for k in ("dataset", "feature_sets", "images", "codebook", "seed")}
         keep["chunk_rows"] = d["store"]["chunk_rows"]
-        keep["dataset"] = _without_default_base({k: v for k, v in keep["dataset"].items() if k != "storage_options"})
+        keep["dataset"] = _without_later_defaults({k: v for k, v in keep["dataset"].items() if k != "storage_options"})
         if keep["dataset"].get("splits"):
-            keep["dataset"]["splits"] = {k: _without_default_base(v) for k, v in keep["dataset"]["splits"].items()}
+            keep["dataset"]["splits"] = {k: _without_later_defaults(v) for k, v in keep["dataset"]["splits"].items()}
+        keep["feature_sets"] = [_without_later_defaults(fs) for fs in keep["feature_sets"]]
         blob = json.dumps(keep, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -226,10 +227,14 @@ class Experiment:
         return dataclasses.replace(self, **changes)
 
 
-def _without_default_base(d: dict[str, Any]) -> dict[str, Any]:
-    # label_base came later: leaving its default out keeps the fingerprints of
-    # stores extracted before it, so they are not refused as another config
-    return {k: v for k, v in d.items() if not (k == "label_base" and v == 0)}
+#: Settings added after the 0.1.0 release, with the value that reproduces what
+#: 0.1.0 did. At that value they are left out of the fingerprint, so stores
+#: extracted before they existed are not refused as another configuration.
+_LATER_DEFAULTS: dict[str, Any] = {"label_base": 0, "knn": "exact", "n_probe": None, "n_lists": None}
+
+
+def _without_later_defaults(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
 
 
 def _plain(obj: Any) -> Any:

@@ -283,7 +283,7 @@ def test_cli_bad_set_is_one_line(tmp_path, capsys):
     assert proc.returncode == 2 and len(lines) == 1 and "--set train.epochs=x: train.epochs is 'x'" in lines[0], proc.stderr
 
 
-def test_label_base_keeps_old_fingerprints_and_changes_them_when_set():
+def test_later_settings_keep_old_fingerprints_and_change_them_when_set():
     # Fingerprints computed by lsic at 1bb2f13, before label_base existed: stores
     # extracted then must not be refused as "another configuration" now.
     assert parse_experiment(MINIMAL).extraction_fingerprint() == "a6a3f6108e1749a2"
@@ -291,3 +291,8 @@ def test_label_base_keeps_old_fingerprints_and_changes_them_when_set():
     assert load_experiment("imagenet2010", assignments=zero).extraction_fingerprint() == "af0c34165491d71a"
     # labels that mean other classes are other features' rows: the fingerprint must move
     assert load_experiment("imagenet2010").extraction_fingerprint() != "af0c34165491d71a"
+    # so do approximate neighbours (knn: ivf), while the exact default keeps the old one
+    assert load_experiment("imagenet2010", assignments=[*zero, "feature_sets.0.knn=exact"]
+                           ).extraction_fingerprint() == "af0c34165491d71a"
+    assert load_experiment("imagenet2010", assignments=[*zero, "feature_sets.0.knn=ivf"]
+                           ).extraction_fingerprint() != "af0c34165491d71a"
