@@ -59,7 +59,6 @@ class Codebook:
             )
         self.center_norms = np.einsum("ij,ij->i", self.centers, self.centers).astype(np.float32)
 
-    @property
     @classmethod
     def fit(
         cls,
