@@ -280,7 +280,26 @@ class FeatureStore:
     Open one with :meth:`open`, create one for extraction with :meth:`create`,
     or write a complete synthetic one (tests, benchmarks) with :meth:`write`.
     ``group`` is the underlying ``zarr.Group`` (for inspection; stages go
-    through the methods).
+    through the methods). A new array or group belongs here: a path function
+    and a :data:`LAYOUT` row beside the others, and a method for each stage
+    that reads or writes it.
+
+    Methods by part of the layout:
+
+    - attributes and rows: ``attrs``, ``n_images``, ``chunk_rows``, ``class_names``,
+      ``config``, ``run_id``, ``labels/split/valid(rows)``, ``locators(rows)``,
+      ``split_rows``, ``split_bounds``, ``split_chunks``, ``chunk_bounds``, ``write_rows``
+    - features and codebooks: ``has_features``, ``features``, ``create_features``,
+      ``feature_bytes``, ``has_codebook``, ``read_codebook``, ``write_codebook``
+    - completion marks: ``done_chunks``, ``mark_chunk_done``, ``extract_complete``,
+      ``mark_extract_complete``, ``write_failures``
+    - models: ``model_attrs``, ``init_models``, ``update_models``, ``history``,
+      ``create_epoch``, ``write_block``, ``block_complete``, ``read_block``,
+      ``complete_epochs``, ``drop_epoch``, ``load_models``, ``final_weights``
+    - scores: ``scored_sets``, ``score_rows``, ``read_scores``, ``create_scores``,
+      ``write_scores``, ``create_score_part``, ``reduce_score_rows``, ``finish_scores``
+    - evaluation and timings: ``write_evaluation``, ``read_evaluation``,
+      ``record_timing``, ``timings`` (and the module's :func:`load_evaluation`)
 
     Parameters
     ----------

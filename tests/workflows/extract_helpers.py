@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-import zarr
-
 from lsic.workflows.config import parse_experiment
+from lsic.workflows.store import FeatureStore
 
 SETS = [
     {"name": "hog_lcc", "descriptor": "hog", "coding": "lcc", "codebook_size": 16, "kappa": 3,
@@ -35,8 +34,9 @@ def mem_url() -> str:
 
 
 def arrays(url):
-    g = zarr.open_group(url, mode="r")
+    store = FeatureStore.open(url)
+    g = store.group  # every root array, as stored (extraction must reproduce them bit for bit)
     out = {k: g[k][...] for k in ("labels", "split", "valid", "paths", "errors")}
-    for name in g["features"].group_keys():
-        out[name] = g[f"features/{name}/X"][...]
+    for fs in store.config["feature_sets"]:
+        out[fs["name"]] = store.features(fs["name"])[...]
     return out

@@ -296,3 +296,25 @@ def test_later_settings_keep_old_fingerprints_and_change_them_when_set():
                            ).extraction_fingerprint() == "af0c34165491d71a"
     assert load_experiment("imagenet2010", assignments=[*zero, "feature_sets.0.knn=ivf"]
                            ).extraction_fingerprint() != "af0c34165491d71a"
+
+
+def test_workflows_yaml_and_dataclass_defaults_agree():
+    """workflows.yaml holds the overridable defaults; each section's dataclass must default to the same values."""
+    import dataclasses
+    from importlib import resources
+
+    import yaml
+
+    from lsic.pipeline import DescriptorGrid
+    from lsic.workflows.config import CodebookConfig, FusionConfig, StoreConfig, TrainConfig
+
+    shipped = yaml.safe_load((resources.files("lsic.workflows") / "workflows.yaml").read_text())["lsic"]["workflows"]
+    classes = {"images": DescriptorGrid, "codebook": CodebookConfig, "store": StoreConfig, "train": TrainConfig,
+               "fusion": FusionConfig}
+    assert set(shipped) <= set(classes)
+    for section, values in shipped.items():
+        fields = {f.name: f for f in dataclasses.fields(classes[section])}
+        for key, value in values.items():
+            f = fields[key.replace("-", "_")]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert (list(default) if isinstance(default, tuple) else default) == value, f"{section}.{key}"

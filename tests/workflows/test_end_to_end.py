@@ -100,14 +100,12 @@ def test_run_and_evaluate_commands_on_a_complete_store(trained, image_folder, tm
 
 def test_predict_known_training_images(trained, image_folder):
     exp, _ = trained
-    import zarr
+    from lsic.workflows.store import FeatureStore
 
-    g = zarr.open_group(exp.store.url, mode="r")
-    split = g["split"][...]
-    paths = [str(p).removeprefix("file://") for p in g["paths"][...]]
-    names = g.attrs["class_names"]
-    labels = g["labels"][...]
-    train_rows = [i for i in range(len(paths)) if split[i] == 0][:6]
+    store = FeatureStore.open(exp.store.url)
+    paths = [p.removeprefix("file://") for p in store.locators(slice(None))[0]]
+    names, labels = store.class_names, store.labels()
+    train_rows = store.split_rows("train", valid_only=False)[:6]
     preds = predict_images(exp.store.url, [paths[i] for i in train_rows])
     got = [p.classes[0][0] for p in preds]
     want = [names[labels[i]] for i in train_rows]
@@ -159,12 +157,12 @@ def test_demo(tmp_path, capsys):
     assert m["fused"]["top1"] >= 4 * chance, out
     assert "vs chance 12.5%" in out and "dashboard" in out and "index.html" in out
     # the demo store serves predictions: a training image of a known class
-    import zarr
+    from lsic.workflows.store import FeatureStore
 
-    g = zarr.open_group(str(tmp_path / "demo" / "demo.zarr"), mode="r")
-    rows = [i for i, s in enumerate(g["split"][...]) if s == 0][:8]
-    paths = [str(g["paths"][i]).removeprefix("file://") for i in rows]
+    store = FeatureStore.open(str(tmp_path / "demo" / "demo.zarr"))
+    rows = store.split_rows("train", valid_only=False)[:8]
+    paths = [p.removeprefix("file://") for p in store.locators(rows)[0]]
     preds = predict_images(str(tmp_path / "demo" / "demo.zarr"), paths)
-    names = g.attrs["class_names"]
-    hits = sum(p.classes[0][0] == names[g["labels"][i]] for p, i in zip(preds, rows))
+    names, labels = store.class_names, store.labels()
+    hits = sum(p.classes[0][0] == names[labels[i]] for p, i in zip(preds, rows))
     assert hits >= 6

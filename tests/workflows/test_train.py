@@ -482,3 +482,18 @@ def test_busy_worker_still_listed_gets_its_actor_back_from_the_checkpoint(monkey
     t0 = clock["t"]
     pool._replace(slot, restore_epoch=3)
     assert started[0][1] - t0 < 1  # the new worker is taken at once
+
+
+def test_distributed_actor_loss_messages():
+    """Fails loudly when distributed changes the texts train.actor_unreachable matches."""
+    import inspect
+
+    import distributed.actor
+
+    from lsic.workflows.train import ACTOR_LOST_MESSAGES, actor_unreachable
+
+    src = inspect.getsource(distributed.actor)
+    for text in ACTOR_LOST_MESSAGES:
+        assert text in src, f"distributed.actor no longer says {text!r}; update lsic.workflows.train"
+    assert actor_unreachable(OSError("Unable to contact Actor's worker"))
+    assert not actor_unreachable(OSError("features/a/X/c/0/0 vanished"))  # the actor's own error
