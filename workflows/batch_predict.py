@@ -184,7 +184,7 @@ def part_name(k: int) -> str:
 
 def default_partition_rows(n: int) -> int:
     """Small enough for >= 64 partitions to balance the workers, at most 256 images."""
-    return int(min(MAX_PARTITION_ROWS, max(8, math.ceil(n / 64))))
+    return int(min(MAX_PARTITION_ROWS, max(4, math.ceil(n / 64))))
 
 
 def plan_predict(record: Mapping[str, Any], done: set[int]) -> BatchPlan:
