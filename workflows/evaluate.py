@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -366,7 +367,10 @@ def run_evaluate(
     record_timing(g, "evaluate", seconds)
     summary = EvaluateSummary(metrics, details, fusion, list(g.attrs["class_names"]), seconds, report_dir or None)
     if report_dir:
+        from .gallery import gallery_for_report
         from .report import write_report
+
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
 
         summary.files = write_report(
             report_dir,
@@ -377,5 +381,6 @@ def run_evaluate(
             config=dict(g.attrs.get("config", {})) or exp.to_dict(),
             timings=read_timings(g),
             store_url=exp.store.url,
+            gallery=gallery_for_report(exp.store.url, report_dir, exp.store.storage_options),
         )
     return summary
