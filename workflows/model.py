@@ -131,7 +131,15 @@ class LsicModel:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 over the settings and every array: equal for a store and the file exported from it."""
+        """sha256 over the settings and every array: equal for a store and the file exported from it.
+
+        Computed once (hashing gigabytes of weights takes seconds); a model file carries it in its manifest.
+        """
+        if not self.meta.get("model_fingerprint"):
+            self.meta["model_fingerprint"] = self._hash()
+        return str(self.meta["model_fingerprint"])
+
+    def _hash(self) -> str:
         h = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode())
         for name, a in sorted(self.arrays().items()):
             h.update(name.encode())

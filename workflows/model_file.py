@@ -194,5 +194,7 @@ def read_model(url: str, *, storage_options: Mapping[str, Any] | None = None) ->
         grid=grid, feature_sets=sets, codebooks=codebooks, coef=coef, intercept=intercept, fusion=fusion,
         classes_=classes,
         meta={"lsic_version": manifest.get("lsic_version"), "store_fingerprint": manifest.get("store_fingerprint"),
-              "format_version": manifest["format_version"], "source": url},
+              "format_version": manifest["format_version"], "source": url,
+              # the arrays were just checked against the manifest's checksums, so its fingerprint holds
+              "model_fingerprint": manifest.get("model_fingerprint")},
     )
