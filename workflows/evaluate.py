@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -370,8 +370,7 @@ def run_evaluate(
         from .gallery import gallery_for_report
         from .report import write_report
 
-        Path(report_dir).mkdir(parents=True, exist_ok=True)
-
+        Path(report_dir).mkdir(parents=True, exist_ok=True)  # the gallery writes its thumbnails first
         summary.files = write_report(
             report_dir,
             metrics=metrics,

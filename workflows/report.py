@@ -327,6 +327,10 @@ def write_report(
     figs_html = "".join(
         f'<figure><img src="{FIGURES[k]}" alt="{k}"><figcaption>{html.escape(t)}</figcaption></figure>' for k, t in fig_text
     )
+    gallery_html = ""
+    if gallery:
+        gallery_html = (f'<h2>Gallery</h2><p><a href="{gallery["pages"][0].name}">Test images</a>: '
+                        f"{html.escape(_gallery_text(gallery))}</p>")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lsic report: {html.escape(str(name))}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}
@@ -341,7 +345,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <p>Fusion: per-set standardised scores, weights chosen by coordinate ascent on the simplex maximising
 validation top-1 (equal weights without a validation split).</p>
 {figs_html}
-{f'<h2>Gallery</h2><p><a href="{gallery["pages"][0].name}">Test images</a>: {html.escape(_gallery_text(gallery))}</p>' if gallery else ""}
+{gallery_html}
 <h2>Stage timings</h2>
 {_html_table(["stage", "seconds"], _timing_rows(timings)) if timings else "<p>not recorded</p>"}
 <h2>Configuration</h2>
