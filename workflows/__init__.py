@@ -1,5 +1,11 @@
-"""lsic.workflows: one Dask graph per stage (extract, train, evaluate) and the ``lsic`` command."""
+"""lsic.workflows: one Dask graph per stage (extract, train, evaluate, predict) and the ``lsic`` command.
+
+``load_model(path_or_url)`` loads a trained classifier (a model file from
+``lsic export`` or an evaluated store) for use from Python.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .model import LsicModel, load_model
+
+__all__: list[str] = ["LsicModel", "load_model"]

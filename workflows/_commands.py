@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_evaluate(sub)
     _add_report(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_demo(sub)
 
 
@@ -155,16 +156,29 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="top-5 classes of images (paths, URLs or folders) with a trained store")
-    p.add_argument("store", help="the store URL of a run that was evaluated (lsic run / lsic demo)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image path or URL, or a folder of images")
-    p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
+    p = sub.add_parser("predict", help="top-5 classes of images with a model file or trained store; "
+                       "--input/--output classify a whole collection on the cluster (resumable)")
+    p.add_argument("store", metavar="MODEL_OR_STORE", help="a model file (lsic export) or the store of an evaluated run")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image path or URL, or a folder of images")
+    p.add_argument("--top", "--top-k", dest="top", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--input", metavar="URL", help="batch: folder, list file or tar archive(s) at any fsspec URL")
+    p.add_argument("--output", metavar="URL", help="batch: output file, one row per image")
+    p.add_argument("--format", choices=("parquet", "csv"), help="batch: output format (default: from --output, else parquet)")
+    p.add_argument("--overwrite", action="store_true", help="batch: discard partitions of another prediction into --output")
+    p.add_argument("--no-progress", action="store_true", help="batch: no progress bar")
+    _cluster_args(p)
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     import sys
 
+    if args.input or args.output:
+        return _run_batch_predict(args)
+    if not args.images:
+        from lsic.pipeline import ConfigError
+
+        raise ConfigError("lsic predict needs IMAGE arguments, or --input URL --output URL for a whole collection")
     from .predict import predict_images
 
     failed = 0
@@ -175,6 +189,36 @@ def _run_predict(args: argparse.Namespace) -> int:
             failed += 1
             print(f"lsic: error: {pred.image}: {pred.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _run_batch_predict(args: argparse.Namespace) -> int:
+    from lsic.cluster import cluster_options
+    from lsic.pipeline import ConfigError
+
+    from .batch_predict import run_batch_predict
+
+    if not (args.input and args.output) or args.images:
+        raise ConfigError("batch prediction takes --input URL and --output URL and no IMAGE arguments")
+    summary = run_batch_predict(args.store, args.input, args.output, top_k=args.top, fmt=args.format,
+                                cluster={k: v for k, v in cluster_options(args).items() if v is not None},
+                                overwrite=args.overwrite, progress=not args.no_progress)
+    print(summary.line())
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write the classifier of an evaluated store as one portable model file")
+    p.add_argument("store", help="the store URL of an evaluated run")
+    p.add_argument("model", help="the model file to write (any fsspec URL), e.g. caltech101.lsic.zip")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .model_file import export_model
+
+    model = export_model(args.store, args.model)
+    print(f"model: {args.model} ({model.n_classes} classes, sets {', '.join(fs.name for fs in model.feature_sets)})")
+    return 0
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

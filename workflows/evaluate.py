@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -204,8 +205,10 @@ def run_evaluate(
     store.record_timing("evaluate", seconds)
     summary = EvaluateSummary(metrics, details, fusion, store.class_names, seconds, report_dir or None)
     if report_dir:
+        from .gallery import gallery_for_report
         from .report import write_report
 
+        Path(report_dir).mkdir(parents=True, exist_ok=True)  # the gallery writes its thumbnails first
         summary.files = write_report(
             report_dir,
             metrics=metrics,
@@ -215,5 +218,6 @@ def run_evaluate(
             config=store.config or exp.to_dict(),
             timings=store.timings(),
             store_url=exp.store.url,
+            gallery=gallery_for_report(exp.store.url, report_dir, exp.store.storage_options),
         )
     return summary

@@ -1,4 +1,4 @@
-"""Classify new images with a trained, evaluated store (``lsic predict STORE IMAGE...``).
+"""Classify new images with a trained, evaluated store or a model file (``lsic predict MODEL_OR_STORE IMAGE...``).
 
 Everything comes from the store: the experiment config (descriptor grid and
 feature sets), the codebooks, the one-vs-all models (``models/<set>/coef``,
@@ -9,7 +9,9 @@ is scored by every set's SVMs, and the fused scores rank the classes.
 
 An image that cannot be read or decoded gets an error record (one line) and
 the others are still classified. Runs in the calling process: a handful of
-images needs no cluster.
+images needs no cluster (a whole collection goes through
+:mod:`lsic.workflows.batch_predict` on the cluster). :class:`Predictor` is the
+store reader behind :meth:`lsic.workflows.model.LsicModel.from_store`.
 """
 
 from __future__ import annotations
@@ -145,13 +147,17 @@ def predict_images(
     top: int = 5,
     storage_options: Mapping[str, Any] | None = None,
 ) -> list[Prediction]:
-    """Classify images (paths, URLs or folders) with the store at ``url``.
+    """Classify images (paths, URLs or folders) with a model file or the store at ``url``.
 
     Returns one :class:`Prediction` per image, in input order; unreadable or
-    undecodable images carry an ``error`` instead of classes.
+    undecodable images carry an ``error`` instead of classes. The readable
+    images are scored as one batch by :class:`lsic.workflows.model.LsicModel`.
     """
-    predictor = Predictor(url, storage_options=storage_options)
-    out = []
+    from .model import load_model, top_k_indices
+
+    model = load_model(url, storage_options=storage_options)
+    out: list[Prediction] = []
+    feats, ok = [], []
     for item in expand_inputs(images):
         try:
             with fsspec.open(item, "rb") as fh:
@@ -159,5 +165,15 @@ def predict_images(
         except (OSError, ValueError, ImportError) as exc:
             out.append(Prediction(item, error=f"cannot read ({exc.__class__.__name__}: {exc}); check the path or URL"))
             continue
-        out.append(predictor.predict(data, name=item, top=top))
+        try:
+            feats.append(model.features(data, name=item))
+        except LsicError as exc:
+            out.append(Prediction(item, error=str(exc)))
+            continue
+        ok.append(len(out))
+        out.append(Prediction(item))
+    if ok:
+        s = model.scores_of_features(feats)
+        for i, row, idx in zip(ok, s, top_k_indices(s, top)):
+            out[i].classes = [(str(model.classes_[j]), float(row[j])) for j in idx]
     return out

@@ -250,6 +250,7 @@ def write_report(
     config: Mapping[str, Any] | None = None,
     timings: Mapping[str, float] | None = None,
     store_url: str | None = None,
+    gallery: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write every report file into ``out_dir`` (created if needed).
 
@@ -267,6 +268,8 @@ def write_report(
         The run's experiment config (shown in the report).
     timings : dict, optional
         Wall-clock seconds of each stage.
+    gallery : dict, optional
+        What :func:`lsic.workflows.gallery.write_gallery` wrote into ``out_dir`` (linked from the pages).
 
     Returns
     -------
@@ -313,6 +316,8 @@ def write_report(
            "maximising validation top-1 (equal weights without a validation split).", ""]
     for key, text in fig_text:
         md += [f"![{key}]({FIGURES[key]})", "", text, ""]
+    if gallery:
+        md += ["## Gallery", "", f"[Test images]({gallery['pages'][0].name}): {_gallery_text(gallery)}", ""]
     md += ["## Stage timings", "", _md_table(["stage", "seconds"], _timing_rows(timings)) if timings else "not recorded", ""]
     md += ["## Configuration", "", "```yaml", config_yaml.rstrip(), "```", ""]
     md += ["Machine-readable: [metrics.json](metrics.json), [details.json](details.json).", ""]
@@ -322,6 +327,10 @@ def write_report(
     figs_html = "".join(
         f'<figure><img src="{FIGURES[k]}" alt="{k}"><figcaption>{html.escape(t)}</figcaption></figure>' for k, t in fig_text
     )
+    gallery_html = ""
+    if gallery:
+        gallery_html = (f'<h2>Gallery</h2><p><a href="{gallery["pages"][0].name}">Test images</a>: '
+                        f"{html.escape(_gallery_text(gallery))}</p>")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lsic report: {html.escape(str(name))}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}
@@ -336,6 +345,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <p>Fusion: per-set standardised scores, weights chosen by coordinate ascent on the simplex maximising
 validation top-1 (equal weights without a validation split).</p>
 {figs_html}
+{gallery_html}
 <h2>Stage timings</h2>
 {_html_table(["stage", "seconds"], _timing_rows(timings)) if timings else "<p>not recorded</p>"}
 <h2>Configuration</h2>
@@ -349,6 +359,15 @@ validation top-1 (equal weights without a validation split).</p>
     return paths
 
 
+def _gallery_text(gallery: Mapping[str, Any]) -> str:
+    text = (f"correctly classified and misclassified test images with their top-5 predictions, and the most "
+            f"confused class pairs ({gallery['classes_shown']} worst of {gallery['classes_total']} classes, "
+            f"{len(gallery['pages'])} page(s)).")
+    if gallery.get("missing"):
+        text += f" {gallery['missing']} image(s) were not reachable for a thumbnail."
+    return text
+
+
 def report_from_store(url: str, out_dir: str | os.PathLike | None = None, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Regenerate the report of an evaluated store (``lsic report STORE``).
 
@@ -356,8 +375,11 @@ def report_from_store(url: str, out_dir: str | os.PathLike | None = None, *, sto
     """
     from .store import load_evaluation
 
+    from .gallery import gallery_for_report
+
     ev = load_evaluation(url, storage_options=storage_options)
     target = out_dir or ev["report"] or "report"
+    Path(target).mkdir(parents=True, exist_ok=True)
     return write_report(
         target,
         metrics=ev["metrics"],
@@ -367,4 +389,5 @@ def report_from_store(url: str, out_dir: str | os.PathLike | None = None, *, sto
         config=ev["config"],
         timings=ev["timings"],
         store_url=url,
+        gallery=gallery_for_report(url, target, storage_options),
     )
