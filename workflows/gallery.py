@@ -32,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from lsic.pipeline import TOP_K
+
 from .datasets import read_images
+from .store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -62,36 +65,27 @@ class FusedTop:
     scores: np.ndarray
 
 
-def fused_test_top(g: Any, *, chunk_rows: int = 4096) -> FusedTop:
-    """Read the stored test scores of ``g`` chunk by chunk and fuse them with the stored fusion."""
-    from .evaluate import load_fusion, read_scores, score_rows
+def fused_test_top(store: FeatureStore, *, chunk_rows: int = 4096) -> FusedTop:
+    """Read the stored test scores of ``store`` chunk by chunk and fuse them with the stored fusion."""
+    from .evaluate import load_fusion
 
-    fusion = load_fusion(g)
-    rows = score_rows(g, fusion.names[0], "test")
-    labels = np.asarray(g["labels"][...], np.int64)[rows]
+    fusion = load_fusion(store)
+    rows = store.score_rows(fusion.names[0], "test")
+    labels = store.labels().astype(np.int64)[rows]
     tops, scores = [], []
     for a in range(0, len(rows), chunk_rows):
         sl = slice(a, min(a + chunk_rows, len(rows)))
-        s = fusion.transform({n: read_scores(g, n, "test", sl) for n in fusion.names})
-        k = min(5, s.shape[1])
+        s = fusion.transform({n: store.read_scores(n, "test", sl) for n in fusion.names})
+        k = min(TOP_K, s.shape[1])
         idx = np.argsort(-s, axis=1, kind="stable")[:, :k]
         tops.append(idx)
         scores.append(np.take_along_axis(s, idx, axis=1))
-    k = min(5, len(g.attrs["class_names"]))
+    k = min(TOP_K, store.n_classes)
     return FusedTop(
         rows, labels,
         np.concatenate(tops) if tops else np.zeros((0, k), np.int64),
         np.concatenate(scores) if scores else np.zeros((0, k), np.float32),
     )
-
-
-def _image_locators(g: Any, rows: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Paths and tar byte ranges of some store rows."""
-    rows = np.asarray(rows, np.int64)
-    if not len(rows):
-        return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return ([str(p) for p in g["paths"].oindex[rows]], np.asarray(g["offsets"].oindex[rows]),
-            np.asarray(g["sizes"].oindex[rows]))
 
 
 def _thumbnail(data: bytes) -> bytes:
@@ -106,7 +100,7 @@ def _thumbnail(data: bytes) -> bytes:
     return buf.getvalue()
 
 
-def make_thumbnails(g: Any, rows: np.ndarray, folder: Path, storage_options: Mapping[str, Any] | None = None,
+def make_thumbnails(store: FeatureStore, rows: np.ndarray, folder: Path, storage_options: Mapping[str, Any] | None = None,
                     *, threads: int = 4) -> dict[int, str]:
     """Write ``folder/r<row>.jpg`` for each store row (kept when already there).
 
@@ -116,7 +110,7 @@ def make_thumbnails(g: Any, rows: np.ndarray, folder: Path, storage_options: Map
     """
     folder.mkdir(parents=True, exist_ok=True)
     todo = np.asarray([r for r in rows if not (folder / f"r{r}.jpg").exists()], np.int64)
-    paths, offsets, sizes = _image_locators(g, todo)
+    paths, offsets, sizes = store.locators(todo) if len(todo) else ([], np.zeros(0, np.int64), np.zeros(0, np.int64))
     missing: dict[int, str] = {}
 
     def work(lo: int, hi: int) -> dict[int, str]:
@@ -217,18 +211,18 @@ def _card(pos: int, pred: FusedTop, names: list[str], missing: Mapping[int, str]
 
 
 def write_gallery(
-    g: Any,
+    store: FeatureStore,
     out_dir: str | os.PathLike,
     *,
     storage_options: Mapping[str, Any] | None = None,
     max_classes: int = 60,
     per_page: int = 20,
 ) -> dict[str, Any]:
-    """Write the gallery pages and thumbnails of the evaluated store ``g`` into ``out_dir``.
+    """Write the gallery pages and thumbnails of the evaluated ``store`` into ``out_dir``.
 
     Parameters
     ----------
-    g : zarr.Group
+    store : FeatureStore
         An evaluated store (open for reading).
     storage_options : mapping, optional
         fsspec options for reading the images (default: the dataset's, from the store's config).
@@ -243,13 +237,13 @@ def write_gallery(
     (count not reachable), ``classes_shown``, ``classes_total``.
     """
     out = Path(out_dir)
-    names = [str(c) for c in g.attrs["class_names"]]
+    names = [str(c) for c in store.class_names]
     if storage_options is None:
-        storage_options = ((g.attrs.get("config") or {}).get("dataset") or {}).get("storage_options") or {}
-    pred = fused_test_top(g)
+        storage_options = (store.config.get("dataset") or {}).get("storage_options") or {}
+    pred = fused_test_top(store)
     classes, pairs = select(pred, len(names), max_classes=max_classes)
     shown = sorted({p for e in classes for p in (*e.correct, *e.wrong)} | {p for _, _, ex in pairs for p in ex})
-    missing = make_thumbnails(g, pred.rows[shown], out / THUMB_DIR, storage_options)
+    missing = make_thumbnails(store, pred.rows[shown], out / THUMB_DIR, storage_options)
     n_pages = max(1, -(-len(classes) // per_page))
     n_total = len({int(c) for c in pred.labels})
     hit = pred.top[:, 0] == pred.labels if len(pred.top) else np.zeros(0, bool)
@@ -295,10 +289,8 @@ def gallery_for_report(url: str, out_dir: str | os.PathLike,
 
     A gallery must never cost the user the evaluation it illustrates.
     """
-    from . import _store
-
     try:
-        return write_gallery(_store.open_store(url, "r", storage_options), out_dir)
+        return write_gallery(FeatureStore.open(url, "r", storage_options), out_dir)
     except Exception as exc:
         log.warning("gallery: not written (%s: %s)", type(exc).__name__, exc)
         return None

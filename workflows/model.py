@@ -95,7 +95,6 @@ class LsicModel:
         from .predict import Predictor
 
         p = Predictor(url, storage_options=storage_options)
-        g_attrs = _store_attrs(url, storage_options)
         return cls(
             grid=p.exp.images,
             feature_sets=tuple(p.sets),
@@ -104,8 +103,7 @@ class LsicModel:
             intercept=dict(p.intercept),
             fusion=p.fusion,
             classes_=np.asarray(p.class_names, dtype=str),
-            meta={"lsic_version": g_attrs.get("lsic_version"), "store_fingerprint": g_attrs.get("fingerprint"),
-                  "source": url},
+            meta={"lsic_version": p.lsic_version, "store_fingerprint": p.fingerprint, "source": url},
         )
 
     # ------------------------------------------------------------------ identity
@@ -272,12 +270,6 @@ def _encode_array(a: np.ndarray) -> bytes:
     else:
         raise ImageError(f"an image array must be uint8 or float in [0, 1], got dtype {a.dtype}")
     return buf.getvalue()
-
-
-def _store_attrs(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    from . import _store
-
-    return dict(_store.open_store(url, "r", storage_options).attrs)
 
 
 def is_model_file(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:

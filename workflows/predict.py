@@ -89,6 +89,8 @@ class Predictor:
         self.url = url
         self.exp = experiment_from_store(store)
         self.class_names = store.class_names
+        self.lsic_version: str | None = store.attrs.get("lsic_version")
+        self.fingerprint = store.fingerprint
         self.fusion: ScoreFusion = load_fusion(store)
         self.sets = [self.exp.feature_set(n) for n in self.fusion.names]
         self.codebooks = {fs.name: store.read_codebook(fs) for fs in self.sets}

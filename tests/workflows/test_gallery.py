@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lsic.workflows import _store
-from lsic.workflows.evaluate import load_fusion, read_scores, score_rows
+from lsic.workflows.store import FeatureStore
+from lsic.workflows.evaluate import load_fusion
 from lsic.workflows.gallery import FusedTop, select, fused_test_top, write_gallery
 from lsic.workflows.report import report_from_store
 
@@ -31,11 +31,11 @@ def test_report_gallery_lists_existing_thumbnails(trained_store):
 
 
 def test_gallery_predictions_are_the_fused_stored_scores(trained_store):
-    g = _store.open_store(trained_store.store.url)
+    g = FeatureStore.open(trained_store.store.url)
     pred = fused_test_top(g, chunk_rows=5)  # several chunks
     fusion = load_fusion(g)
-    s = fusion.transform({n: read_scores(g, n, "test") for n in fusion.names})
-    np.testing.assert_array_equal(pred.rows, score_rows(g, fusion.names[0], "test"))
+    s = fusion.transform({n: g.read_scores(n, "test") for n in fusion.names})
+    np.testing.assert_array_equal(pred.rows, g.score_rows(fusion.names[0], "test"))
     np.testing.assert_array_equal(pred.top[:, 0], s.argmax(axis=1))
     np.testing.assert_array_equal(pred.scores[:, 0], s.max(axis=1))
     assert pred.top.shape == (len(pred.rows), 4)  # 4 classes: top-5 is top-4
@@ -46,7 +46,7 @@ def test_unreachable_images_get_a_note_not_a_crash(trained_store, tmp_path):
     src = Path(trained_store.store.url)
     dst = tmp_path / "moved.zarr"
     shutil.copytree(src, dst)
-    g = _store.open_store(str(dst), "a")
+    g = FeatureStore.open(str(dst), "a").group  # the test moves the images behind the store's back
     paths = g["paths"][...]
     g["paths"][...] = np.asarray([p.replace("/data/", "/gone/") for p in paths], dtype=str)
     files = report_from_store(str(dst), tmp_path / "rep")
@@ -83,7 +83,7 @@ def test_selection_at_many_classes_keeps_the_worst():
 
 
 def test_gallery_pages_at_many_classes(trained_store, tmp_path):
-    g = _store.open_store(trained_store.store.url)
+    g = FeatureStore.open(trained_store.store.url)
     info = write_gallery(g, tmp_path, max_classes=3, per_page=2)
     assert [p.name for p in info["pages"]] == ["gallery.html", "gallery-2.html"]
     assert info["classes_shown"] == 3 and info["classes_total"] == 4

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from lsic.workflows import cli, load_model
-from lsic.workflows import _store
-from lsic.workflows.evaluate import load_fusion, read_scores, score_rows
+from lsic.workflows.store import FeatureStore
+from lsic.workflows.evaluate import load_fusion
 from lsic.workflows.model_file import FORMAT_VERSION, ModelFileError, export_model
 from lsic.workflows.predict import Predictor, predict_images
 
@@ -26,9 +26,9 @@ def exported(trained_store, tmp_path_factory):
 
 
 def _test_rows(url):
-    g = _store.open_store(url)
-    rows = score_rows(g, "hog_lcc", "test")
-    return g, rows, [str(p) for p in g["paths"].oindex[rows]]
+    g = FeatureStore.open(url)
+    rows = g.score_rows("hog_lcc", "test")
+    return g, rows, g.locators(rows)[0]
 
 
 def test_exported_model_gives_the_stores_fused_scores(exported):
@@ -40,13 +40,13 @@ def test_exported_model_gives_the_stores_fused_scores(exported):
     s_store = from_store.decision_function(paths)
     assert s_file.dtype == np.float32 and s_file.shape == (len(paths), 4)
     np.testing.assert_array_equal(s_file, s_store)
-    assert list(from_file.classes_) == list(g.attrs["class_names"])
+    assert list(from_file.classes_) == list(g.class_names)
     assert from_file._hash() == from_store.fingerprint == from_file.fingerprint  # recomputed from the loaded arrays
-    assert from_file.meta["store_fingerprint"] == g.attrs["fingerprint"]
+    assert from_file.meta["store_fingerprint"] == g.fingerprint
 
     # independent reference 1: training's stored test scores (X @ W.T + b from the extracted features), fused
     fusion = load_fusion(g)
-    stored = fusion.transform({n: read_scores(g, n, "test") for n in fusion.names})
+    stored = fusion.transform({n: g.read_scores(n, "test") for n in fusion.names})
     np.testing.assert_allclose(s_file, stored, rtol=1e-4, atol=1e-4)
     # independent reference 2: the store predictor, one image at a time
     pred = Predictor(url)
