@@ -98,7 +98,7 @@ def nearest_codewords(
     distances the lower index first).
     """
     Z, B = _check(Z, centers)
-    n, p = Z.shape[0], B.shape[0]
+    p = B.shape[0]
     if not 1 <= k <= p:
         raise ConfigError(f"k={k} nearest codewords out of a codebook of {p}: use 1 <= k <= {p}")
     if index is not None:

@@ -171,12 +171,17 @@ def _fit_and_store_codebook(
         )
     t0 = time.perf_counter()
     cores = _process_cores()
-    # k-means of 8k-32k centres is hours on one core: lift the BLAS pin of the sampling tasks and the
-    # OMP_NUM_THREADS=1 of dask's worker environment for this step only (scikit-learn's k-means runs
-    # OpenMP threads over single-threaded GEMMs). Codebooks are fitted before any feature row is
-    # computed, so no extraction task shares the process with a multi-threaded BLAS.
-    with threadpool_limits(limits=cores):
-        cb = Codebook.fit(sample, fs, random_state=seed)
+    # k-means of 8k-32k centres is hours on one core. scikit-learn's k-means runs OpenMP threads over
+    # single-threaded GEMMs, and dask starts workers with OMP_NUM_THREADS=1: raise the OpenMP limit to
+    # the process's cores. Not a save-and-restore context: two fits sharing a process would restore each
+    # other's limits in a racy order, and the k-means result depends on the thread count (its partial
+    # sums), so the codebook would not be reproducible. BLAS stays pinned to one thread for extraction;
+    # the OpenMP limit does not touch extraction (numba and BLAS only). Import first: threadpoolctl only
+    # sees OpenMP runtimes already loaded.
+    import sklearn.cluster  # noqa: F401
+
+    threadpool_limits(limits=cores, user_api="openmp")
+    cb = Codebook.fit(sample, fs, random_state=seed)
     log.info(
         "codebook %s: %d codewords from %d descriptors in %.1f s on %d cores",
         fs.name, fs.codebook_size, len(sample), time.perf_counter() - t0, cores,
