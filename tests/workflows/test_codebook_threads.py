@@ -21,8 +21,8 @@ def test_fit_uses_every_core_through_openmp_and_keeps_blas_pinned(monkeypatch):
         return object()
 
     monkeypatch.setattr(extract.Codebook, "fit", staticmethod(fake_fit))
-    monkeypatch.setattr(extract._store, "open_store", lambda *a, **k: None)
-    monkeypatch.setattr(extract._store, "write_codebook", lambda *a, **k: None)
+    monkeypatch.setattr(extract.FeatureStore, "open", classmethod(lambda cls, *a, **k: cls.__new__(cls)))
+    monkeypatch.setattr(extract.FeatureStore, "write_codebook", lambda *a, **k: None)
     monkeypatch.setattr(extract, "_process_cores", lambda: 3)
     fs = FeatureSet("a", "hog", "lcc", 8, kappa=2)
     parts = [[{"hog": np.ones((5, 128), np.float32)}], [{"hog": np.ones((6, 128), np.float32)}]]
