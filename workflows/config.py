@@ -201,6 +201,10 @@ class Experiment:
         d = self.to_dict()
         keep = {k: d[k] for k in ("dataset", "feature_sets", "images", "codebook", "seed")}
         keep["chunk_rows"] = d["store"]["chunk_rows"]
+        if not any(fs.descriptor == "sift" for fs in self.feature_sets):
+            # SIFT settings cannot change a store without SIFT sets; leaving them out keeps the
+            # fingerprints of stores made before they existed
+            keep["images"] = {k: v for k, v in keep["images"].items() if not k.startswith("sift_")}
         keep["dataset"] = {k: v for k, v in keep["dataset"].items() if k != "storage_options"}
         blob = json.dumps(keep, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
