@@ -21,7 +21,8 @@ accuracy at the config's lambda and the best of the grid.
 
 Usage::
 
-    python benchmarks/validate_features.py [--data DIR] [--classes N] [--variants hog_lcc,sift_lcc,sift_fv]
+    python benchmarks/validate_features.py [--data DIR] [--classes N | A:B] [--variants hog_lcc,sift_lcc,sift_fv]
+        [--lams 1e-4,3e-4] [--fuse hog_lcc+sift_fv] [--fuse-lams sift_fv=3e-4]
 
 The last line of output is one JSON object {variant: {lam: accuracy %}, ...}.
 """
@@ -47,6 +48,8 @@ from lsic.pipeline import (
     fit_lambda_grid,
     image_descriptors,
     mean_per_class_accuracy,
+    score_stats,
+    standardize_scores,
 )
 from lsic.workflows.config import load_experiment
 from lsic.workflows.datasets import build_manifest
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="/work/shared/datasets/caltech101")
     ap.add_argument("--config", default="caltech101")
-    ap.add_argument("--classes", type=int, default=0, help="first N classes only (0: all)")
+    ap.add_argument("--classes", default="0", help="N: the first N classes; A:B: classes A..B-1; 0: all")
     ap.add_argument("--variants", default="hog_lcc,sift_lcc,sift_fv")
     ap.add_argument("--fv-k", type=int, default=64)
     ap.add_argument("--fv-pca", type=int, default=64)
@@ -106,6 +109,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--epochs", type=int, default=0, help="0: the config's train.epochs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/accuracy-cache")
+    ap.add_argument("--fuse", default="", help="e.g. hog_lcc+sift_fv,hog_lcc+sift_lcc: equal-weight fusion of "
+                    "scores standardised with each set's training-row statistics, at each set's lambda "
+                    "from --fuse-lams (default: the config's)")
+    ap.add_argument("--fuse-lams", default="", help="e.g. sift_fv=3e-4,hog_fv=3e-4")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t_start = time.perf_counter()
@@ -114,8 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
     grid = exp.images
     man = build_manifest(exp.dataset, exp.seed)
     keep = man.split <= 1  # train and validation rows of split 0; test rows are never read
-    if args.classes:
-        keep &= man.labels < args.classes
+    lo, _, hi = args.classes.rpartition(":")
+    lo, hi = int(lo or 0), int(hi)
+    if hi:
+        keep &= (man.labels >= lo) & (man.labels < hi)
     rows = np.flatnonzero(keep)
     paths = [man.paths[i] for i in rows]
     y = man.labels[rows]
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [v for v in names if v not in fsets]
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {sorted(fsets)}")
-    key = hashlib.sha1(json.dumps([args.data, args.classes, args.codebook_images, args.descriptors_per_image,
+    key = hashlib.sha1(json.dumps([args.data, hi if lo == 0 else [lo, hi], args.codebook_images, args.descriptors_per_image,
                                    repr(grid), exp.seed]).encode()).hexdigest()[:10]
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -179,6 +188,13 @@ def main(argv: list[str] | None = None) -> dict:
     lams = [float(s) for s in args.lams.split(",")]
     epochs = args.epochs or exp.train.epochs
     results: dict[str, dict[str, float]] = {}
+    fuse_lam = {v: exp.train.lam for v in names}
+    for item in filter(None, args.fuse_lams.split(",")):
+        k, val = item.split("=")
+        fuse_lam[k] = float(val)
+        if fuse_lam[k] not in lams:
+            lams.append(fuse_lam[k])
+    scores: dict[str, np.ndarray] = {}
     for v in names:
         X = feats[v]
         t0 = time.perf_counter()
@@ -187,11 +203,22 @@ def main(argv: list[str] | None = None) -> dict:
         accs = {f"{lam:g}": 100 * mean_per_class_accuracy(y[is_val], m.predict(X[is_val])) for lam, m in zip(lams, models)}
         wall[f"train_{v}_s"] = time.perf_counter() - t0
         results[v] = accs
+        m = models[lams.index(fuse_lam[v])]
+        mu, sd = score_stats(m.decision_function(X[~is_val]))
+        scores[v] = standardize_scores(m.decision_function(X[is_val]), mu, sd)
         best = max(accs, key=accs.get)
         print(f"{v:10s} dim {X.shape[1]:7d}  val acc at lam {exp.train.lam:g}: "
               f"{accs.get(f'{exp.train.lam:g}', float('nan')):.1f}%  best {accs[best]:.1f}% (lam {best})  "
               f"all {json.dumps({k: round(a, 1) for k, a in accs.items()})}", flush=True)
-    summary = {"val_mean_per_class_acc": results, "n_train": int((~is_val).sum()), "n_val": int(is_val.sum()),
+    fused = {}
+    for combo in filter(None, args.fuse.split(",")):
+        parts = combo.split("+")
+        S = sum(scores[p] for p in parts)
+        classes = np.unique(y[~is_val])
+        fused[combo] = 100 * mean_per_class_accuracy(y[is_val], classes[S.argmax(axis=1)])
+        lam_txt = ", ".join(f"{p} {fuse_lam[p]:g}" for p in parts)
+        print(f"fused {combo}: val acc {fused[combo]:.1f}% (equal weights; lambdas {lam_txt})", flush=True)
+    summary = {"val_mean_per_class_acc": results, "fused": fused, "n_train": int((~is_val).sum()), "n_val": int(is_val.sum()),
                "fv_k": args.fv_k, "fv_pca": args.fv_pca, "epochs": epochs,
                "wall_s": round(time.perf_counter() - t_start, 1), "stage_s": {k: round(s, 1) for k, s in wall.items()}}
     print(json.dumps(summary))
