@@ -6,7 +6,8 @@ config's ``val_per_class`` held out for validation; test images are never
 read), then trains :class:`lsic.pipeline.ASGDClassifier` (block mode, the
 config's epochs) per variant and prints validation mean per-class accuracy.
 
-Variants (``--variants``, comma-separated):
+Variants (``--variants``, comma-separated): the config's own feature sets by
+name (``hog_lcc``, ``hoglbp_lcc``, ``hog_svc`` for the shipped caltech101) and
 
 - ``hog_lcc``   the shipped hog_lcc set (HOG, LCC p=1024 kappa 5, max pooling 1+4+16)
 - ``sift_lcc``  the same with dense SIFT (smoothing, bilinear binning, window, contrast)
@@ -60,8 +61,10 @@ _P21 = ((1, 1), (2, 2), (4, 4))
 _P8 = ((1, 1), (2, 2), (3, 1))
 
 
-def variants(fv_k: int, fv_pca: int) -> dict[str, FeatureSet]:
+def variants(fv_k: int, fv_pca: int, shipped: list[FeatureSet]) -> dict[str, FeatureSet]:
+    """The config's own sets (by name) plus the SIFT / FV candidates."""
     return {
+        **{fs.name: fs for fs in shipped},
         "hog_lcc": FeatureSet("hog_lcc", "hog", "lcc", 1024, kappa=5, pyramid=_P21),
         "sift_lcc": FeatureSet("sift_lcc", "sift", "lcc", 1024, kappa=5, pyramid=_P21),
         "hog_fv": FeatureSet("hog_fv", "hog", "fv", fv_k, pca_dim=fv_pca, pyramid=_P8),
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     is_val = man.split[rows] == 1
     log.info("%d classes: %d train, %d validation images", len(np.unique(y)), (~is_val).sum(), is_val.sum())
 
-    fsets = variants(args.fv_k, args.fv_pca)
+    fsets = variants(args.fv_k, args.fv_pca, list(exp.feature_sets))
     names = [v for v in args.variants.split(",") if v]
     unknown = [v for v in names if v not in fsets]
     if unknown:
