@@ -1,6 +1,6 @@
 """lsic.pipeline: the array math of Lin et al., CVPR 2011, with no Dask in it.
 
-Images -> dense HOG/LBP descriptors -> LCC or SVC coding -> spatial pyramid
+Images -> dense HOG/LBP (or SIFT) descriptors -> LCC or SVC (or Fisher vector) coding -> spatial pyramid
 pooling (paper §3), one-vs-all linear SVMs by averaged SGD (paper §4) and
 linear score fusion (paper §5). Everything here is a pure function or a small
 scikit-learn style estimator over numpy arrays.
@@ -15,6 +15,8 @@ from ._grid import DescriptorGrid, Descriptors
 from ._images import load_image
 from ._hog import dense_hog
 from ._lbp import dense_lbp, lbp_codes
+from ._sift import dense_sift
+from ._fisher import fisher_vector, gmm_posteriors
 from ._pca import fit_pca, pca_project
 from ._coding import SparseCodes, lcc_encode, nearest_codewords
 from ._knn import IVFIndex, build_ivf
@@ -55,6 +57,9 @@ __all__ = [
     "dense_descriptors",
     "dense_hog",
     "dense_lbp",
+    "dense_sift",
+    "fisher_vector",
+    "gmm_posteriors",
     "lbp_codes",
     "fit_pca",
     "pca_project",

@@ -1,4 +1,4 @@
-"""Codebooks: optional PCA, then k-means on a descriptor sample (paper §3.1-3.2)."""
+"""Codebooks: optional PCA, then k-means (LCC, SVC; paper §3.1-3.2) or a diagonal GMM (FV) on a descriptor sample."""
 
 from __future__ import annotations
 
@@ -20,15 +20,21 @@ _KMEANS_FULL_LIMIT = 50_000_000  # n * p below which full (Lloyd) KMeans is used
 
 
 class Codebook:
-    """A fitted codebook of one feature set: PCA (optional) and k-means centres.
+    """A fitted codebook of one feature set: PCA (optional) and k-means centres or a GMM.
 
     Attributes
     ----------
     feature_set : FeatureSet
     centers : ndarray (p, d') float32
-        Codewords B (rows), d' = ``feature_set.code_dim``.
+        Codewords B (rows), d' = ``feature_set.code_dim``; for FV the GMM means.
     pca_mean : ndarray (d,) float32 or None
     pca_components : ndarray (d', d) float32 or None
+        For FV the rows are divided by the projection's standard deviation
+        (whitened PCA), so :meth:`project` whitens.
+    variances : ndarray (p, d') float32 or None
+        FV only: diagonal GMM variances.
+    weights : ndarray (p,) float32 or None
+        FV only: GMM mixture weights.
     center_norms : ndarray (p,) float32
         ``||b_j||^2``, cached for the distance GEMM.
     """
@@ -39,6 +45,8 @@ class Codebook:
         centers: np.ndarray,
         pca_mean: np.ndarray | None = None,
         pca_components: np.ndarray | None = None,
+        variances: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         self.feature_set = feature_set
         self.centers = np.ascontiguousarray(centers, dtype=np.float32)
@@ -57,6 +65,16 @@ class Codebook:
             raise DataError(
                 f"codebook {feature_set.name!r}: pca_components {self.pca_components.shape} do not "
                 f"match centers {self.centers.shape}"
+            )
+        self.variances = None if variances is None else np.ascontiguousarray(variances, dtype=np.float32)
+        self.weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32).reshape(-1)
+        if feature_set.coding == "fv" and (
+            self.variances is None or self.weights is None
+            or self.variances.shape != self.centers.shape or self.weights.shape != (p,)
+        ):
+            raise DataError(
+                f"codebook {feature_set.name!r} (fv) needs GMM variances ({p}, d) and weights ({p},) next to "
+                "its means; re-run the codebook stage"
             )
         self.center_norms = np.einsum("ij,ij->i", self.centers, self.centers).astype(np.float32)
         self._ivf: IVFIndex | None = None
@@ -80,7 +98,7 @@ class Codebook:
         *,
         random_state: int | None = 0,
     ) -> "Codebook":
-        """PCA (if ``feature_set.pca_dim``) then k-means with p = ``feature_set.codebook_size``.
+        """PCA (if ``feature_set.pca_dim``) then k-means, or for FV a diagonal GMM, with p = ``feature_set.codebook_size``.
 
         Parameters
         ----------
@@ -96,6 +114,15 @@ class Codebook:
         5e7, otherwise ``MiniBatchKMeans`` (k-means++ init up to p = 2048,
         random init above it, where k-means++ seeding costs more than the
         clustering itself).
+
+        FV: the PCA is whitened (each component divided by its standard
+        deviation on the sample), then scikit-learn ``GaussianMixture``
+        (diagonal, k-means initialised, at most 100 EM iterations) with a
+        variance floor of 1e-3 times the sample's mean variance, against
+        components that collapse on a few identical descriptors (e.g. the
+        zero vectors of low-contrast SIFT patches). A diagonal GMM is
+        invariant to the whitening's per-dimension scaling, so the whitening
+        only conditions the fit and makes the floor comparable across dims.
         """
         from sklearn.cluster import KMeans, MiniBatchKMeans
 
@@ -110,6 +137,13 @@ class Codebook:
         if feature_set.pca_dim is not None:
             mean, comps = fit_pca(X, feature_set.pca_dim)
             X = pca_project(X, mean, comps)
+            if feature_set.coding == "fv":
+                std = X.std(axis=0, dtype=np.float64)
+                std[std == 0] = 1.0
+                comps = comps / std[:, None].astype(np.float32)
+                X = X / std.astype(np.float32)
+        if feature_set.coding == "fv":
+            return cls._fit_gmm(X, feature_set, mean, comps, random_state)
         n = X.shape[0]
         if n * p <= _KMEANS_FULL_LIMIT:
             km = KMeans(n_clusters=p, n_init=1, random_state=random_state, max_iter=100)
@@ -126,6 +160,22 @@ class Codebook:
         km.fit(X)
         logger.info("codebook %s: k-means p=%d on %d x %d descriptors", feature_set.name, p, n, X.shape[1])
         return cls(feature_set, km.cluster_centers_, mean, comps)
+
+    @classmethod
+    def _fit_gmm(cls, X, feature_set, mean, comps, random_state) -> "Codebook":
+        from sklearn.mixture import GaussianMixture
+
+        floor = 1e-3 * float(X.var(axis=0, dtype=np.float64).mean())
+        gmm = GaussianMixture(
+            n_components=feature_set.codebook_size, covariance_type="diag", reg_covar=max(floor, 1e-12),
+            max_iter=100, init_params="kmeans", random_state=random_state,
+        )
+        gmm.fit(X)
+        logger.info(
+            "codebook %s: GMM K=%d on %d x %d descriptors (%d EM iterations, converged %s)",
+            feature_set.name, feature_set.codebook_size, X.shape[0], X.shape[1], gmm.n_iter_, gmm.converged_,
+        )
+        return cls(feature_set, gmm.means_, mean, comps, gmm.covariances_, gmm.weights_)
 
     def project(self, Z: np.ndarray) -> np.ndarray:
         """Descriptors into the codebook's space: PCA if fitted, else unchanged. (n, d') float32."""
@@ -154,11 +204,14 @@ class Codebook:
         if self.pca_components is not None:
             out["pca_mean"] = self.pca_mean
             out["pca_components"] = self.pca_components
+        if self.variances is not None:
+            out["variances"] = self.variances
+            out["weights"] = self.weights
         return out
 
     @classmethod
     def from_arrays(cls, d: Mapping[str, np.ndarray], feature_set: FeatureSet) -> "Codebook":
-        """Inverse of :meth:`to_arrays` (missing or empty PCA arrays mean no PCA)."""
+        """Inverse of :meth:`to_arrays` (missing or empty PCA arrays mean no PCA; GMM arrays only for FV)."""
         if "centers" not in d:
             raise DataError(f"codebook {feature_set.name!r}: no 'centers' array; re-run the codebook stage")
 
@@ -169,7 +222,8 @@ class Codebook:
             a = np.asarray(a)
             return None if a.size == 0 else a
 
-        return cls(feature_set, np.asarray(d["centers"]), opt("pca_mean"), opt("pca_components"))
+        return cls(feature_set, np.asarray(d["centers"]), opt("pca_mean"), opt("pca_components"),
+                   opt("variances"), opt("weights"))
 
     def __repr__(self) -> str:
         pca = "" if self.pca_components is None else f", pca {self.pca_components.shape[1]}->{self.pca_components.shape[0]}"

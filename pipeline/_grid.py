@@ -41,6 +41,17 @@ class DescriptorGrid:
     hog_signed : bool, default False
         HOG orientation range: unsigned (0-180 degrees, the default, as Dalal
         and Triggs) or signed (0-360 degrees).
+    sift_magnif : float, default 6.0
+        Dense SIFT smoothing: each patch size's image is smoothed with a
+        Gaussian of sigma = cell size / ``sift_magnif`` (``vl_phow``'s 6);
+        0 turns smoothing off.
+    sift_window : float, default 1.5
+        Sigma of the Gaussian window over a SIFT patch, in cells (``vl_phow``'s
+        1.5); 0 gives a flat window.
+    sift_contrast : float, default 0.003
+        SIFT patches whose mean per-cell gradient mass (image in [0, 1]) is
+        below this become zero vectors instead of being normalised to full
+        strength (about ``vl_phow``'s 0.005, see :func:`dense_sift`); 0 keeps all.
     """
 
     patch_sizes: tuple[int, ...] = (16, 24, 32)
@@ -49,6 +60,9 @@ class DescriptorGrid:
     max_pixels: int = 100_000_000
     lbp_cells: int = 1
     hog_signed: bool = False
+    sift_magnif: float = 6.0
+    sift_window: float = 1.5
+    sift_contrast: float = 0.003
 
     def __post_init__(self) -> None:
         sizes = tuple(int(p) for p in self.patch_sizes)
@@ -69,6 +83,13 @@ class DescriptorGrid:
         object.__setattr__(self, "step", int(self.step))
         object.__setattr__(self, "lbp_cells", int(self.lbp_cells))
         object.__setattr__(self, "hog_signed", bool(self.hog_signed))
+        for key, fix in (("sift_magnif", "e.g. 6 (sigma = cell / 6), or 0 for no smoothing"),
+                         ("sift_window", "e.g. 1.5 cells, or 0 for a flat window"),
+                         ("sift_contrast", "e.g. 0.003, or 0 to keep every patch")):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"grid.{key}={value!r}: use a non-negative number, {fix}")
+            object.__setattr__(self, key, float(value))
 
 
 class Descriptors(NamedTuple):

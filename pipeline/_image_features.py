@@ -11,14 +11,16 @@ from ._coding import lcc_encode, nearest_codewords
 from ._errors import ConfigError, ImageError
 from ._feature_sets import FeatureSet
 from ._grid import DescriptorGrid, Descriptors
+from ._fisher import fisher_vector
 from ._hog import dense_hog
 from ._images import load_image
 from ._lbp import dense_lbp
+from ._sift import dense_sift
 from ._pooling import normalize_feature, pyramid_pool, svc_pool
 
 __all__ = ["dense_descriptors", "image_descriptors", "image_features", "encode_pool"]
 
-_KINDS = ("hog", "lbp", "hog+lbp")
+_KINDS = ("hog", "lbp", "hog+lbp", "sift")
 
 
 def _check_kinds(kinds: Iterable[str]) -> list[str]:
@@ -37,6 +39,8 @@ def _from_parts(kinds: list[str], image: np.ndarray, grid: DescriptorGrid) -> di
         parts["hog"] = dense_hog(image, grid)
     if any("lbp" in k for k in kinds):
         parts["lbp"] = dense_lbp(image, grid)
+    if "sift" in kinds:
+        parts["sift"] = dense_sift(image, grid)
     out = {}
     for k in kinds:
         if k == "hog+lbp":
@@ -48,12 +52,12 @@ def _from_parts(kinds: list[str], image: np.ndarray, grid: DescriptorGrid) -> di
 
 
 def dense_descriptors(image: np.ndarray, kind: str, grid: DescriptorGrid = DescriptorGrid()) -> Descriptors:
-    """Dense descriptors of one kind on the grid: "hog" (128), "lbp" (59 c^2) or "hog+lbp" (both, concatenated per patch).
+    """Dense descriptors of one kind on the grid: "hog" (128), "sift" (128), "lbp" (59 c^2) or "hog+lbp" (both, concatenated per patch).
 
     Parameters
     ----------
     image : ndarray (H, W) float32
-    kind : {"hog", "lbp", "hog+lbp"}
+    kind : {"hog", "lbp", "hog+lbp", "sift"}
     grid : DescriptorGrid
 
     Returns
@@ -89,8 +93,10 @@ def encode_pool(desc: Descriptors, codebook: Codebook) -> np.ndarray:
     """Code, pyramid-pool and normalise one image's descriptors for one feature set.
 
     LCC (eq. 1; neighbours by ``fs.knn``, exact or the codebook's inverted
-    file) then max/avg pyramid pooling, or SVC (eq. 2) with its
-    pooling per block; blocks concatenated, optional power norm, then L2.
+    file) then max/avg pyramid pooling, SVC (eq. 2) with its pooling per
+    block, or a Fisher vector per block (signed square root and L2 per
+    block); blocks concatenated, optional power norm (not for FV, already
+    applied per block), then L2.
 
     Returns
     -------
@@ -105,15 +111,23 @@ def encode_pool(desc: Descriptors, codebook: Codebook) -> np.ndarray:
             index=codebook.ivf if ivf else None, n_probe=fs.ivf_probes,
         )
         x = pyramid_pool(codes, desc.xy, desc.image_shape, fs.pyramid, pooling=fs.pooling)
+    elif fs.coding == "fv":
+        x = fisher_vector(Z, codebook.centers, codebook.variances, codebook.weights,
+                          desc.xy, desc.image_shape, fs.pyramid)
+        return _checked(normalize_feature(x), fs)
     else:
         near = nearest_codewords(Z, codebook.centers, 1, center_norms=codebook.center_norms)
         x = svc_pool(Z, near[:, 0], codebook.centers, fs.s, desc.xy, desc.image_shape, fs.pyramid)
+    return normalize_feature(_checked(x, fs), power_norm=fs.power_norm)
+
+
+def _checked(x: np.ndarray, fs: FeatureSet) -> np.ndarray:
     if x.shape[0] != fs.dim:
         raise ConfigError(
             f"feature set {fs.name!r}: pooled length {x.shape[0]} != dim {fs.dim}: set pca_dim or use "
             "the default descriptor grid (lbp_cells=1)"
         )
-    return normalize_feature(x, power_norm=fs.power_norm)
+    return x
 
 
 def image_features(

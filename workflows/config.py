@@ -220,6 +220,10 @@ class Experiment:
         if keep["dataset"].get("splits"):
             keep["dataset"]["splits"] = {k: _without_later_defaults(v) for k, v in keep["dataset"]["splits"].items()}
         keep["feature_sets"] = [_without_later_defaults(fs) for fs in keep["feature_sets"]]
+        if not any(fs.descriptor == "sift" for fs in self.feature_sets):
+            # SIFT settings cannot change a store without SIFT sets; leaving them out keeps the
+            # fingerprints of stores made before they existed
+            keep["images"] = {k: v for k, v in keep["images"].items() if not k.startswith("sift_")}
         blob = json.dumps(keep, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

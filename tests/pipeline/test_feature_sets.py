@@ -48,7 +48,7 @@ def test_from_dict_roundtrip_and_validation():
         FeatureSet.from_dict({"name": "a", "descriptor": "hog", "coding": "lcc", "codebook_size": 8, "kapa": 3})
     with pytest.raises(ConfigError, match="codebook_size"):
         FeatureSet.from_dict({"name": "a", "descriptor": "hog", "coding": "lcc"})
-    for key, value in [("descriptor", "sift"), ("coding", "fisher"), ("codebook_size", 0),
+    for key, value in [("descriptor", "dsift"), ("coding", "fisher"), ("codebook_size", 0),
                        ("codebook_size", 40000), ("kappa", 100), ("pooling", "sum"),
                        ("pyramid", [[1, 0]]), ("pca_dim", 0), ("s", -1)]:
         d = {"name": "a", "descriptor": "hog", "coding": "lcc", "codebook_size": 64, key: value}

@@ -140,3 +140,22 @@ def test_lcc_features_compress(reference):
     raw = FeatureStore.open(url).features("hog_lcc").nbytes
     stored = FeatureStore.open(url).feature_bytes("hog_lcc")
     assert 0 < stored < raw
+
+
+def test_sift_fv_set_stores_its_gmm_and_rows_match_the_per_image_path(dataset, session_client):
+    """A ``descriptor: sift, coding: fv`` set goes through the codebook stage and extraction unchanged."""
+    url = mem_url()
+    sets = [{"name": "sift_fv", "descriptor": "sift", "coding": "fv", "codebook_size": 4, "pca_dim": 8,
+             "pyramid": [[1, 1], [2, 2], [3, 1]]}]
+    exp = experiment(dataset, url, feature_sets=sets)
+    run_extract(exp, client=session_client, progress=False)
+    g = zarr.open_group(url, mode="r")
+    assert sorted(g["codebooks/sift_fv"].array_keys()) == ["centers", "pca_components", "pca_mean", "variances", "weights"]
+    fs = exp.feature_sets[0]
+    X = g["features/sift_fv/X"]
+    assert X.shape[1] == fs.dim == 2 * 4 * 8 * 8
+    book = _store.read_codebook(g, fs)
+    row = int(np.flatnonzero(g["valid"][...])[0])
+    data = fsspec.open(str(g["paths"][row]), "rb").open().read()
+    np.testing.assert_array_equal(X[row], image_features(data, exp.feature_sets, {"sift_fv": book}, exp.images)["sift_fv"])
+    np.testing.assert_allclose(np.linalg.norm(X[row]), 1.0, rtol=1e-5)
