@@ -67,8 +67,8 @@ LAYOUT: tuple[tuple[str, str, str], ...] = (
     ("errors", "(n,) str", "the reason, \"\" for valid rows"),
     ("features/<set>/X", "(n, dim) float32", "pooled features, chunks of `chunk_rows` rows, zstd + byte shuffle "
      "(LCC features are mostly zeros and compress accordingly); attrs `feature_set`"),
-    ("codebooks/<set>/centers`, `pca_mean`, `pca_components", "", "codebook (and PCA) of the set; attrs "
-     "`feature_set`, `complete`"),
+    ("codebooks/<set>/centers`, `pca_mean`, `pca_components", "", "codebook (and PCA) of the set; for FV "
+     "also the GMM's `variances` and `weights` (`centers` are its means); attrs `feature_set`, `complete`"),
     ("progress/extract", "(n_chunks,) bool", "completion mark of each row chunk"),
     ("failures.json", "JSON", "the invalid rows (`row`, `path`, `error`), rewritten at the end of extraction"),
     ("models/<set>", "attrs", "`settings`, `n_classes`, `n_features`, `class_names`, `history` (per epoch: seconds, "

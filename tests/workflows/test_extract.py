@@ -149,13 +149,14 @@ def test_sift_fv_set_stores_its_gmm_and_rows_match_the_per_image_path(dataset, s
              "pyramid": [[1, 1], [2, 2], [3, 1]]}]
     exp = experiment(dataset, url, feature_sets=sets)
     run_extract(exp, client=session_client, progress=False)
-    g = zarr.open_group(url, mode="r")
+    g = zarr.open_group(url, mode="r")  # the on-disk format: the GMM's arrays beside the means
     assert sorted(g["codebooks/sift_fv"].array_keys()) == ["centers", "pca_components", "pca_mean", "variances", "weights"]
+    store = FeatureStore.open(url)
     fs = exp.feature_sets[0]
-    X = g["features/sift_fv/X"]
+    X = store.features("sift_fv")
     assert X.shape[1] == fs.dim == 2 * 4 * 8 * 8
-    book = _store.read_codebook(g, fs)
-    row = int(np.flatnonzero(g["valid"][...])[0])
-    data = fsspec.open(str(g["paths"][row]), "rb").open().read()
+    book = store.read_codebook(fs)
+    row = int(np.flatnonzero(store.valid())[0])
+    data = fsspec.open(store.locators(np.array([row]))[0][0], "rb").open().read()
     np.testing.assert_array_equal(X[row], image_features(data, exp.feature_sets, {"sift_fv": book}, exp.images)["sift_fv"])
     np.testing.assert_allclose(np.linalg.norm(X[row]), 1.0, rtol=1e-5)
