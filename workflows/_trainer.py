@@ -218,8 +218,9 @@ class ClassBlockTrainer:
         t_train = time.perf_counter() - t0
         for (name, variant), model in self.models.items():
             self._store.write_block(name, variant, epoch, model, self.lo)
+        t_ckpt = time.perf_counter() - t0 - t_train
         self.epoch = epoch
-        out: dict[str, Any] = {"epoch": epoch, "rows": rows, "train_seconds": t_train,
+        out: dict[str, Any] = {"epoch": epoch, "rows": rows, "train_seconds": t_train, "checkpoint_seconds": t_ckpt,
                                "seconds": time.perf_counter() - t0, "lo": self.lo, "hi": self.hi}
         if val_chunks:
             out["val"] = self._topk(list(val_chunks))

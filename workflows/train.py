@@ -189,6 +189,8 @@ class EpochRecord:
     restarts: int = 0
     actor_seconds: float = 0.0
     """The slowest actor's time in its chunk loop (the rest of ``seconds`` is checkpoints and validation)."""
+    checkpoint_seconds: float = 0.0
+    """The slowest actor's time writing its checkpoint (its full ASGD state) after the chunk loop."""
 
     @property
     def rows_per_s(self) -> float:
@@ -202,7 +204,8 @@ class EpochRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "seconds": self.seconds, "rows": self.rows, "val_top1": self.val_top1,
-                "val_top5": self.val_top5, "restarts": self.restarts, "actor_seconds": self.actor_seconds}
+                "val_top5": self.val_top5, "restarts": self.restarts, "actor_seconds": self.actor_seconds,
+                "checkpoint_seconds": self.checkpoint_seconds}
 
 
 @dataclass
@@ -620,7 +623,8 @@ def _train_epoch(pool: _ActorPool, store: FeatureStore, plan: TrainPlan, exp: Ex
         s.stats = r["stats"]
     rec = EpochRecord(e, time.perf_counter() - te, max(r["rows"] for r in results),
                       restarts=sum(s.restarts for s in pool.slots) - restarts0,
-                      actor_seconds=max(r["train_seconds"] for r in results))
+                      actor_seconds=max(r["train_seconds"] for r in results),
+                      checkpoint_seconds=max(r["checkpoint_seconds"] for r in results))
     if validate:
         val_first = plan.bounds["val"][0]
         val_labels = store.labels(slice(*plan.bounds["val"]))

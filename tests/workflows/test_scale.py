@@ -110,6 +110,10 @@ def test_train_and_evaluate_read_it_and_model_equals_in_process(synthetic, threa
         ref = reference(X, labels, split, np.arange(a["lo"], a["hi"]), 2)
         np.testing.assert_array_equal(model.coef_[a["lo"]:a["hi"]], ref.coef_)
         np.testing.assert_array_equal(model.intercept_[a["lo"]:a["hi"]], ref.intercept_)
+    # the checkpoint time is measured apart from the chunk loop, inside the epoch's wall time
+    for rec in summary.history:
+        assert 0 < rec.checkpoint_seconds < rec.seconds and 0 < rec.actor_seconds < rec.seconds
+    assert store.history("f")[-1]["checkpoint_seconds"] == summary.history[-1].checkpoint_seconds
     # the class structure is learnable: far above chance (1/200) on validation
     assert summary.history[-1].val_top1["f"] > 0.2
     # lsic evaluate reads the scores like those of an extracted store; top-1 equals argmax of X W^T + b here
