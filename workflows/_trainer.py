@@ -66,7 +66,8 @@ class ClassBlockTrainer:
     Memory: the models, the chunk being trained and the one being prefetched
     (``chunk_rows`` rows of every set), whatever the number of rows; besides
     them only the 1-D labels and usable-row masks (6 bytes a row). Writing a
-    checkpoint (no chunk held then) briefly copies the model state.
+    checkpoint (no chunk held then) writes the live state without copying it
+    (one compressed checkpoint chunk at a time).
     Counters (``stats()``): chunk loads per purpose and bytes read from the store.
     """
 

@@ -659,7 +659,7 @@ class FeatureStore:
         an attribute file, and a block is a few large chunks rather than one per class.
         """
         hi = lo + model.n_classes
-        state = model.state_dict()
+        state = model.state_dict(copy=False)  # written out at once: no second copy of V and U
         scalars, per_class = _split_state(state)
         parent = self.group[epoch_path(name, variant, epoch)]
         key_b = block_key(lo, hi)
