@@ -190,3 +190,28 @@ def test_checkpoint_writes_the_live_state_without_a_copy(tmp_path):
     # the views are the live state: the default still copies
     assert np.shares_memory(model.state_dict(copy=False)["V"], model._V)
     assert not np.shares_memory(model.state_dict()["V"], model._V)
+
+
+def test_fig5_with_1000_classes_names_best_and_worst_30(tmp_path):
+    from PIL import Image
+
+    from lsic.workflows.report import plot_per_class
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    top5 = rng.random(n)
+    top1 = top5 * rng.random(n)
+    names = [f"class_{i:04d}" for i in range(n)]
+    top5_list = [float(v) for v in top5]
+    top5_list[17] = None  # a class without test images is left out
+    shown = plot_per_class(top5_list, names, tmp_path / "fig5.png", top1=list(top1))
+    # reference: sort by top-5 here (classes with a rate only), descending
+    ranked = [names[i] for i in sorted((i for i in range(n) if i != 17), key=lambda i: -top5[i])]
+    middle = [i for i in range(n) if i != 17 and names[i] in ranked[30:-30]]
+    assert len(shown) == 61
+    assert shown[:30] == ranked[:30] and shown[31:] == ranked[-30:]
+    assert shown[30] == f"... {n - 1 - 60} classes, mean top-5 {100 * np.mean(top5[middle]):.1f}% ..."
+    with Image.open(tmp_path / "fig5.png") as im:
+        assert im.size[1] < 1500  # 61 rows, not 1,000
+    # few classes: every one named, as before
+    assert plot_per_class([0.5, 0.9, None], ["a", "b", "c"], tmp_path / "small.png") == ["b", "a"]
