@@ -307,7 +307,7 @@ class _ActorPool:
         info = workers.get(slot.address)
         return info is not None and _worker_id(slot.address, info) == (slot.address, slot.worker_dir)
 
-    def _replace(self, slot: _Slot, restore_epoch: int) -> None:
+    def _replace(self, slot: _Slot, restore_epoch: int, reason: str = "") -> None:
         """Start a new actor for ``slot``'s classes on a live worker and restore ``restore_epoch``.
 
         The worker is chosen among the live ones other than the lost one:
@@ -346,8 +346,8 @@ class _ActorPool:
             others = [s.address for s in self.slots if s is not slot]
             target = min(sorted(workers), key=lambda a: (a in others, workers[a].get("host") != slot.host,
                                                          others.count(a)))
-            log.warning("train: worker %s holding classes %d..%d was lost; restarting the actor on %s from epoch %d",
-                        slot.address, slot.lo, slot.hi - 1, target, restore_epoch)
+            log.warning("train: worker %s holding classes %d..%d was lost (%s); restarting the actor on %s from epoch %d",
+                        slot.address, slot.lo, slot.hi - 1, reason or "gone from the scheduler", target, restore_epoch)
             try:
                 self._start(slot, target, workers[target])
                 slot.actor.restore(restore_epoch).result()
@@ -369,6 +369,7 @@ class _ActorPool:
         while pending:
             time.sleep(CALL_POLL_S)
             lost: list[_Slot] = []
+            reasons: dict[int, str] = {}
             for i, fut in list(pending.items()):
                 if not fut.done():
                     continue
@@ -378,6 +379,7 @@ class _ActorPool:
                 except Exception as exc:
                     if self._is_loss(self.slots[i], exc):
                         lost.append(self.slots[i])
+                        reasons[i] = f"{method}: {type(exc).__name__}: {exc}"
                     else:
                         raise
             now = time.monotonic()
@@ -386,7 +388,7 @@ class _ActorPool:
                 workers = self._workers()
                 lost = [self.slots[i] for i in pending if not self._alive(self.slots[i], workers)]
             for slot in lost:
-                self._replace(slot, restore_epoch)
+                self._replace(slot, restore_epoch, reasons.get(slot.index, f"{method}: gone from the scheduler"))
                 pending[slot.index] = self._invoke(slot, method, args, restore_epoch)
         return [results[s.index] for s in self.slots]
 
@@ -398,7 +400,7 @@ class _ActorPool:
             except Exception as exc:
                 if not self._is_loss(slot, exc):
                     raise
-                self._replace(slot, restore_epoch)
+                self._replace(slot, restore_epoch, f"{method}: {type(exc).__name__}: {exc}")
 
     def _is_loss(self, slot: _Slot, exc: BaseException) -> bool:
         """Did this call fail because the actor's worker went away (not an error raised by the actor)?
