@@ -117,40 +117,71 @@ def plot_per_class(
     *,
     top1: Sequence[float | None] | None = None,
     max_labels: int = 120,
-) -> None:
-    """Fig. 5: per-class hit rates as bars sorted by top-5 rate, named when there are few enough classes."""
+    n_extremes: int = 30,
+) -> list[str]:
+    """Fig. 5: per-class hit rates as bars sorted by top-5 rate, with class names.
+
+    With at most ``max_labels`` classes every class is a named bar. With more
+    (ILSVRC's 1,000), the figure has two panels: the sorted rates of all
+    classes (unnamed), and named bars for the ``n_extremes`` best and
+    ``n_extremes`` worst classes with the ones between summarised in one
+    labelled gap (their count and mean top-5 rate), so the names stay readable.
+
+    Returns
+    -------
+    list of str
+        The class names shown, top to bottom (the summary label included).
+    """
     plt = _plt()
     r5 = np.array([np.nan if v is None else v for v in top5], float)
     r1 = None if top1 is None else np.array([np.nan if v is None else v for v in top1], float)
     keep = np.flatnonzero(np.isfinite(r5))
     order = keep[np.argsort(-r5[keep], kind="stable")]
     n = len(order)
-    named = n <= max_labels
-    if named:
-        fig, ax = plt.subplots(figsize=(7.0, max(3.0, 0.16 * n + 1.2)))
-        pos = np.arange(n)
-        ax.barh(pos, 100 * r5[order], color="tab:blue", label="top-5")
+
+    def named_bars(ax: Any, idx: np.ndarray, labels: list[str]) -> None:
+        pos = np.arange(len(labels))
+        real = np.array([i >= 0 for i in idx])
+        vals5 = np.where(real, r5[np.maximum(idx, 0)], np.nan)
+        ax.barh(pos, 100 * vals5, color="tab:blue", label="top-5")
         if r1 is not None:
-            ax.barh(pos, 100 * r1[order], color="tab:orange", height=0.5, label="top-1")
+            ax.barh(pos, 100 * np.where(real, r1[np.maximum(idx, 0)], np.nan), color="tab:orange", height=0.5,
+                    label="top-1")
         ax.set_yticks(pos)
-        ax.set_yticklabels([class_names[i] for i in order], fontsize=6 if n > 40 else 8)
-        ax.set_ylim(n - 0.5, -0.5)  # best class on top, no empty margins
+        ax.set_yticklabels(labels, fontsize=6 if len(labels) > 40 else 8)
+        ax.set_ylim(len(labels) - 0.5, -0.5)  # best class on top, no empty margins
         ax.set_xlim(0, 100)
         ax.set_xlabel("hit rate (%)")
+
+    if n <= max_labels:
+        labels = [class_names[i] for i in order]
+        fig, ax = plt.subplots(figsize=(7.0, max(3.0, 0.16 * n + 1.2)))
+        named_bars(ax, order, labels)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title("Fig. 5: per-class hit rates of the fused scores")
     else:
-        fig, ax = plt.subplots(figsize=(9.0, 4.0))
+        k = min(n_extremes, n // 2)
+        middle = order[k:n - k]
+        gap = f"... {middle.size} classes, mean top-5 {100 * float(np.mean(r5[middle])):.1f}% ..." if middle.size else ""
+        idx = np.concatenate([order[:k], [-1] if gap else [], order[n - k:]]).astype(int)
+        labels = [class_names[i] if i >= 0 else gap for i in idx]
+        fig, (ax_all, ax) = plt.subplots(1, 2, figsize=(11.0, max(4.0, 0.13 * len(labels) + 1.5)),
+                                         gridspec_kw={"width_ratios": [1.2, 1.0]})
         pos = np.arange(n)
-        ax.bar(pos, 100 * r5[order], width=1.0, color="tab:blue", label="top-5")
+        ax_all.bar(pos, 100 * r5[order], width=1.0, color="tab:blue", label="top-5")
         if r1 is not None:
-            ax.bar(pos, 100 * r1[order], width=1.0, color="tab:orange", alpha=0.7, label="top-1")
-        ax.set_xlabel(f"{n} classes, sorted by top-5 hit rate")
-        ax.set_ylabel("hit rate (%)")
-        ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, loc="lower right" if named else "upper right")
-    ax.set_title("Fig. 5: per-class hit rates of the fused scores")
+            ax_all.bar(pos, 100 * r1[order], width=1.0, color="tab:orange", alpha=0.7, label="top-1")
+        ax_all.set_xlabel(f"{n} classes, sorted by top-5 hit rate")
+        ax_all.set_ylabel("hit rate (%)")
+        ax_all.set_ylim(0, 100)
+        ax_all.legend(fontsize=7, loc="upper right")
+        named_bars(ax, idx, labels)
+        ax.set_title(f"best and worst {k}", fontsize=9)
+        fig.suptitle("Fig. 5: per-class hit rates of the fused scores")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return labels
 
 
 def plot_sets_vs_fused(metrics: Mapping[str, Any], path: str | os.PathLike, *, chance: float | None = None) -> None:

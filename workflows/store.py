@@ -405,7 +405,9 @@ class FeatureStore:
         """Write a complete extracted store from arrays (tests and benchmarks; no images needed).
 
         The rows get the same metadata, arrays and marks extraction writes;
-        ``features[name]`` is an (n, dim) array per feature set, ``split`` the
+        ``features[name]`` is an (n, dim) array per feature set (or any object
+        with a ``shape`` whose row slices ``X[a:b]`` are arrays: it is read one
+        row chunk at a time, so a generator of rows larger than memory works), ``split`` the
         split codes (rows must be ordered train, val, test), ``valid`` (default
         all True) the decodable rows, whose features stay as given.
         """
@@ -423,11 +425,12 @@ class FeatureStore:
         store = cls.create(url, config=dict(config or {}), fingerprint=fingerprint, manifest=manifest,
                            chunk_rows=chunk_rows, seed=seed, overwrite=True, storage_options=storage_options)
         for name, X in features.items():
-            X = np.asarray(X, np.float32)
-            arr = store.create_features(name, X.shape[1])
+            if not hasattr(X, "shape"):
+                X = np.asarray(X, np.float32)
+            arr = store.create_features(name, int(X.shape[1]))
             for k in range(n_chunks(n, chunk_rows)):  # one region write per row chunk, as extraction does
                 a, b = chunk_bounds(k, chunk_rows, n)
-                arr[a:b] = X[a:b]
+                arr[a:b] = np.asarray(X[a:b], np.float32)
         for k in range(n_chunks(n, chunk_rows)):
             a, b = chunk_bounds(k, chunk_rows, n)
             store.write_rows(a, b, valid[a:b], np.where(valid[a:b], "", "synthetic invalid row"))
@@ -656,7 +659,7 @@ class FeatureStore:
         an attribute file, and a block is a few large chunks rather than one per class.
         """
         hi = lo + model.n_classes
-        state = model.state_dict()
+        state = model.state_dict(copy=False)  # written out at once: no second copy of V and U
         scalars, per_class = _split_state(state)
         parent = self.group[epoch_path(name, variant, epoch)]
         key_b = block_key(lo, hi)

@@ -189,6 +189,8 @@ class EpochRecord:
     restarts: int = 0
     actor_seconds: float = 0.0
     """The slowest actor's time in its chunk loop (the rest of ``seconds`` is checkpoints and validation)."""
+    checkpoint_seconds: float = 0.0
+    """The slowest actor's time writing its checkpoint (its full ASGD state) after the chunk loop."""
 
     @property
     def rows_per_s(self) -> float:
@@ -202,7 +204,8 @@ class EpochRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "seconds": self.seconds, "rows": self.rows, "val_top1": self.val_top1,
-                "val_top5": self.val_top5, "restarts": self.restarts, "actor_seconds": self.actor_seconds}
+                "val_top5": self.val_top5, "restarts": self.restarts, "actor_seconds": self.actor_seconds,
+                "checkpoint_seconds": self.checkpoint_seconds}
 
 
 @dataclass
@@ -304,7 +307,7 @@ class _ActorPool:
         info = workers.get(slot.address)
         return info is not None and _worker_id(slot.address, info) == (slot.address, slot.worker_dir)
 
-    def _replace(self, slot: _Slot, restore_epoch: int) -> None:
+    def _replace(self, slot: _Slot, restore_epoch: int, reason: str = "") -> None:
         """Start a new actor for ``slot``'s classes on a live worker and restore ``restore_epoch``.
 
         The worker is chosen among the live ones other than the lost one:
@@ -343,8 +346,8 @@ class _ActorPool:
             others = [s.address for s in self.slots if s is not slot]
             target = min(sorted(workers), key=lambda a: (a in others, workers[a].get("host") != slot.host,
                                                          others.count(a)))
-            log.warning("train: worker %s holding classes %d..%d was lost; restarting the actor on %s from epoch %d",
-                        slot.address, slot.lo, slot.hi - 1, target, restore_epoch)
+            log.warning("train: worker %s holding classes %d..%d was lost (%s); restarting the actor on %s from epoch %d",
+                        slot.address, slot.lo, slot.hi - 1, reason or "gone from the scheduler", target, restore_epoch)
             try:
                 self._start(slot, target, workers[target])
                 slot.actor.restore(restore_epoch).result()
@@ -366,6 +369,7 @@ class _ActorPool:
         while pending:
             time.sleep(CALL_POLL_S)
             lost: list[_Slot] = []
+            reasons: dict[int, str] = {}
             for i, fut in list(pending.items()):
                 if not fut.done():
                     continue
@@ -375,6 +379,7 @@ class _ActorPool:
                 except Exception as exc:
                     if self._is_loss(self.slots[i], exc):
                         lost.append(self.slots[i])
+                        reasons[i] = f"{method}: {type(exc).__name__}: {exc}"
                     else:
                         raise
             now = time.monotonic()
@@ -383,7 +388,7 @@ class _ActorPool:
                 workers = self._workers()
                 lost = [self.slots[i] for i in pending if not self._alive(self.slots[i], workers)]
             for slot in lost:
-                self._replace(slot, restore_epoch)
+                self._replace(slot, restore_epoch, reasons.get(slot.index, f"{method}: gone from the scheduler"))
                 pending[slot.index] = self._invoke(slot, method, args, restore_epoch)
         return [results[s.index] for s in self.slots]
 
@@ -395,7 +400,7 @@ class _ActorPool:
             except Exception as exc:
                 if not self._is_loss(slot, exc):
                     raise
-                self._replace(slot, restore_epoch)
+                self._replace(slot, restore_epoch, f"{method}: {type(exc).__name__}: {exc}")
 
     def _is_loss(self, slot: _Slot, exc: BaseException) -> bool:
         """Did this call fail because the actor's worker went away (not an error raised by the actor)?
@@ -620,7 +625,8 @@ def _train_epoch(pool: _ActorPool, store: FeatureStore, plan: TrainPlan, exp: Ex
         s.stats = r["stats"]
     rec = EpochRecord(e, time.perf_counter() - te, max(r["rows"] for r in results),
                       restarts=sum(s.restarts for s in pool.slots) - restarts0,
-                      actor_seconds=max(r["train_seconds"] for r in results))
+                      actor_seconds=max(r["train_seconds"] for r in results),
+                      checkpoint_seconds=max(r["checkpoint_seconds"] for r in results))
     if validate:
         val_first = plan.bounds["val"][0]
         val_labels = store.labels(slice(*plan.bounds["val"]))
