@@ -56,7 +56,6 @@ def test_wheel_ships_data(wheel):
     assert sum(n.startswith("lsic/pipeline/data/demo/") and n.endswith(".jpg") for n in names) >= 100
     for cfg in ("caltech101", "imagenet2010", "demo"):
         assert f"lsic/workflows/configs/{cfg}.yaml" in names
-    assert "lsic/workflows/workflows.yaml" in names
     assert any(n.startswith("lsic/cluster/") and n.endswith(".yaml") for n in names)
 
 

@@ -4,8 +4,11 @@ The file is read with ``yaml.safe_load`` (plus ``1e-5`` as a float) and
 validated once, up front, into frozen dataclasses; an unknown key, a wrong type
 or a missing path is a :class:`~lsic.pipeline.ConfigError` whose one-line
 message names the key path and the fix. ``--set KEY=VALUE`` and ``--data`` edit
-the parsed file before that validation (:mod:`._overrides`). Library defaults live in ``workflows.yaml`` (loaded into
-``dask.config`` under ``lsic.workflows``); the experiment file overrides them.
+the parsed file before that validation (:mod:`._overrides`). The library's
+defaults are the section dataclasses' field defaults, and only there; a site
+can change them through ``dask.config`` under ``lsic.workflows.<section>.<key>``
+(a YAML file in ``~/.config/dask/`` or ``DASK_LSIC__WORKFLOWS__...``
+variables), and the experiment file overrides both.
 
 A config may be given as a path or as the name of a shipped config
 (``caltech101``, ``imagenet2010``, ``demo``).
@@ -30,7 +33,6 @@ import yaml
 
 from lsic.pipeline import ConfigError, DescriptorGrid, FeatureSet, check_asgd_params
 
-from ._defaults import ensure_defaults
 from ._overrides import apply_assignments, apply_data, load_yaml
 
 LAYOUTS = ("folders", "list", "tar")
@@ -438,7 +440,6 @@ def load_experiment(
         file) and ``store`` (store URL) as given on the command line; they are
         applied after ``assignments`` and replace the config's values.
     """
-    ensure_defaults()
     path = Path(config)
     if path.is_file():
         text, source = path.read_text(), str(path)

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from lsic.pipeline import ConfigError
-from lsic.workflows.config import load_experiment, parse_experiment, shipped_configs
+from lsic.workflows.config import TrainConfig, load_experiment, parse_experiment, shipped_configs
 
 MINIMAL = {
     "dataset": {"root": "/data", "layout": "folders"},
@@ -298,23 +298,17 @@ def test_later_settings_keep_old_fingerprints_and_change_them_when_set():
                            ).extraction_fingerprint() != "af0c34165491d71a"
 
 
-def test_workflows_yaml_and_dataclass_defaults_agree():
-    """workflows.yaml holds the overridable defaults; each section's dataclass must default to the same values."""
-    import dataclasses
-    from importlib import resources
+def test_site_defaults_through_dask_config_under_the_file():
+    """The dataclasses hold the defaults; dask.config (a site's YAML or env vars) changes them; the file wins."""
+    import dask.config
 
-    import yaml
+    assert parse_experiment(MINIMAL).train.epochs == TrainConfig().epochs == 5
+    with dask.config.set({"lsic.workflows.train.epochs": 7, "lsic.workflows.images.step": 4}):
+        exp = parse_experiment(MINIMAL)
+        assert exp.train.epochs == 7 and exp.images.step == 4
+        assert parse_experiment({**MINIMAL, "train": {"epochs": 2}}).train.epochs == 2
+        with pytest.raises(ConfigError, match="train.epochs"):  # validated like the file
+            with dask.config.set({"lsic.workflows.train.epochs": "many"}):
+                parse_experiment(MINIMAL)
 
-    from lsic.pipeline import DescriptorGrid
-    from lsic.workflows.config import CodebookConfig, FusionConfig, StoreConfig, TrainConfig
 
-    shipped = yaml.safe_load((resources.files("lsic.workflows") / "workflows.yaml").read_text())["lsic"]["workflows"]
-    classes = {"images": DescriptorGrid, "codebook": CodebookConfig, "store": StoreConfig, "train": TrainConfig,
-               "fusion": FusionConfig}
-    assert set(shipped) <= set(classes)
-    for section, values in shipped.items():
-        fields = {f.name: f for f in dataclasses.fields(classes[section])}
-        for key, value in values.items():
-            f = fields[key.replace("-", "_")]
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            assert (list(default) if isinstance(default, tuple) else default) == value, f"{section}.{key}"
