@@ -33,6 +33,7 @@ import yaml
 
 from lsic.pipeline import ConfigError, DescriptorGrid, FeatureSet, check_asgd_params
 
+from ._compat import without_later_defaults
 from ._overrides import apply_assignments, apply_data, load_yaml
 
 LAYOUTS = ("folders", "list", "tar")
@@ -218,10 +219,10 @@ class Experiment:
         d = self.to_dict()
         keep = {k: d[k] for k in ("dataset", "feature_sets", "images", "codebook", "seed")}
         keep["chunk_rows"] = d["store"]["chunk_rows"]
-        keep["dataset"] = _without_later_defaults({k: v for k, v in keep["dataset"].items() if k != "storage_options"})
+        keep["dataset"] = without_later_defaults({k: v for k, v in keep["dataset"].items() if k != "storage_options"})
         if keep["dataset"].get("splits"):
-            keep["dataset"]["splits"] = {k: _without_later_defaults(v) for k, v in keep["dataset"]["splits"].items()}
-        keep["feature_sets"] = [_without_later_defaults(fs) for fs in keep["feature_sets"]]
+            keep["dataset"]["splits"] = {k: without_later_defaults(v) for k, v in keep["dataset"]["splits"].items()}
+        keep["feature_sets"] = [without_later_defaults(fs) for fs in keep["feature_sets"]]
         if not any(fs.descriptor == "sift" for fs in self.feature_sets):
             # SIFT settings cannot change a store without SIFT sets; leaving them out keeps the
             # fingerprints of stores made before they existed
@@ -231,16 +232,6 @@ class Experiment:
 
     def replace(self, **changes: Any) -> Experiment:
         return dataclasses.replace(self, **changes)
-
-
-#: Settings added after the 0.1.0 release, with the value that reproduces what
-#: 0.1.0 did. At that value they are left out of the fingerprint, so stores
-#: extracted before they existed are not refused as another configuration.
-_LATER_DEFAULTS: dict[str, Any] = {"label_base": 0, "knn": "exact", "n_probe": None, "n_lists": None}
-
-
-def _without_later_defaults(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
 
 
 def _plain(obj: Any) -> Any:

@@ -34,6 +34,8 @@ from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from lsic.pipeline import TOP_K, Codebook, FeatureSet, OneVsAllASGD, ScoreFusion, StoreError, __version__
 
+from ._compat import without_later_defaults
+
 if TYPE_CHECKING:
     from .datasets import Manifest
 
@@ -243,7 +245,8 @@ def _open_group(url: str, mode: str, storage_options: Mapping[str, Any] | None,
 
 
 def _fs_dict(fs: FeatureSet) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(fs), default=list))
+    """``fs`` as stored in attributes; settings newer than a store are compared at their 0.1.0 value."""
+    return without_later_defaults(json.loads(json.dumps(dataclasses.asdict(fs), default=list)))
 
 
 def _split_state(state: Mapping[str, np.ndarray]) -> tuple[list[str], list[str]]:
@@ -574,7 +577,7 @@ class FeatureStore:
         if path not in self.group:
             return False
         attrs = self.group[path].attrs
-        return bool(attrs.get("complete")) and attrs.get("feature_set") == _fs_dict(fs)
+        return bool(attrs.get("complete")) and without_later_defaults(attrs.get("feature_set") or {}) == _fs_dict(fs)
 
     def write_codebook(self, fs: FeatureSet, codebook: Codebook) -> None:
         grp = self.group.require_group(codebook_path(fs.name))

@@ -11,6 +11,7 @@ right shapes but the wrong rows fails.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tarfile
 from pathlib import Path
@@ -82,3 +83,23 @@ def test_legacy_evaluation(legacy):
         assert ev["metrics"]["sets"][name]["top1"] == pytest.approx(skm.accuracy_score(labels[rows], S.argmax(1)))
         assert ev["curves"][name]["asgd"] == [h["val_top1"][name] for h in want["history"][name]]
         assert ev["curves"][name]["sgd"] == [h["val_top1"][f"{name}/sgd"] for h in want["history"][name]]
+
+
+def test_legacy_codebooks_and_model_still_predict(legacy):
+    """Settings added since 0.1.0 (e.g. LCC's ``knn``) do not make the release's codebooks "another set"."""
+    from lsic.workflows import load_model
+    from lsic.workflows.predict import experiment_from_store
+
+    url, _ = legacy
+    store = FeatureStore.open(url, "r")
+    exp = experiment_from_store(store)
+    for name in SETS:
+        fs = exp.feature_set(name)
+        assert store.has_codebook(fs)
+        assert store.read_codebook(fs).centers.shape[0] == fs.codebook_size
+        # a set with other settings is still another set
+        assert not store.has_codebook(dataclasses.replace(fs, kappa=fs.kappa + 1))
+    model = load_model(url)  # reads codebooks, weights and fusion of the release's store
+    assert list(model.classes_) == store.class_names
+    # and the extraction fingerprint of the release's own config is unchanged
+    assert exp.extraction_fingerprint() == store.fingerprint
