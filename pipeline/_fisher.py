@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._errors import ConfigError
-from ._pooling import Pyramid, n_pyramid_blocks, pyramid_blocks
+from ._pooling import Pyramid, blocks_or_whole, n_pyramid_blocks
 
 __all__ = ["gmm_posteriors", "fisher_vector"]
 
@@ -121,13 +121,7 @@ def fisher_vector(
     Z, mu, var, w = _check_gmm(Z, means, variances, weights)
     n, d = Z.shape
     K = mu.shape[0]
-    if xy is None:
-        pyramid = ((1, 1),)
-        blocks = np.zeros((n, 1), dtype=np.int32)
-    else:
-        if image_shape is None:
-            raise ConfigError("fisher_vector got xy without image_shape: pass both or neither")
-        blocks = pyramid_blocks(xy, image_shape, pyramid)
+    pyramid, blocks = blocks_or_whole(n, xy, image_shape, pyramid, "fisher_vector")
     nb_ = n_pyramid_blocks(pyramid)
     out = np.zeros((nb_, 2, K, d), dtype=np.float64)
     if n == 0:

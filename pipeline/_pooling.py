@@ -49,6 +49,20 @@ def n_pyramid_blocks(pyramid: Pyramid) -> int:
     return sum(r * c for r, c in _grids(pyramid))
 
 
+def blocks_or_whole(n: int, xy: np.ndarray | None, image_shape: tuple[int, int] | None, pyramid: Pyramid,
+                    caller: str) -> tuple[Pyramid, np.ndarray]:
+    """``(pyramid, blocks)`` of ``n`` descriptors: :func:`pyramid_blocks`, or one whole-image block without ``xy``.
+
+    The sum-pooled codings (SVC eq. 2, Fisher vectors) accept descriptors
+    without positions, pooled over the whole image.
+    """
+    if xy is None:
+        return ((1, 1),), np.zeros((n, 1), dtype=np.int32)
+    if image_shape is None:
+        raise ConfigError(f"{caller} got xy without image_shape: pass both or neither")
+    return pyramid, pyramid_blocks(xy, image_shape, pyramid)
+
+
 def pyramid_blocks(xy: np.ndarray, image_shape: tuple[int, int], pyramid: Pyramid) -> np.ndarray:
     """Global block index of every descriptor at every pyramid level.
 
@@ -161,13 +175,7 @@ def svc_pool(
     near = np.ascontiguousarray(np.asarray(nearest).reshape(-1), dtype=np.int32)
     n, d = Z.shape
     p = B.shape[0]
-    if xy is None:
-        pyramid = ((1, 1),)
-        blocks = np.zeros((n, 1), dtype=np.int32)
-    else:
-        if image_shape is None:
-            raise ConfigError("svc_pool got xy without image_shape: pass both or neither")
-        blocks = pyramid_blocks(xy, image_shape, pyramid)
+    pyramid, blocks = blocks_or_whole(n, xy, image_shape, pyramid, "svc_pool")
     nb_ = n_pyramid_blocks(pyramid)
     sums = np.zeros((nb_, p, d), dtype=np.float64)
     counts = np.zeros((nb_, p), dtype=np.int64)
