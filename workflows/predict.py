@@ -25,7 +25,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from lsic.pipeline import LsicError, ScoreFusion, StoreError, image_features
+from lsic.pipeline import LsicError, ScoreFusion, StoreError
 
 from .store import FeatureStore
 
@@ -73,7 +73,7 @@ def experiment_from_store(store: FeatureStore) -> Any:
 
 
 class Predictor:
-    """Loaded codebooks, models and fusion of a store; call :meth:`predict` on image bytes.
+    """The codebooks, final weights and fusion of an evaluated store, read once (scored by :class:`~lsic.workflows.model.LsicModel`).
 
     Parameters
     ----------
@@ -98,30 +98,6 @@ class Predictor:
         self.intercept: dict[str, np.ndarray] = {}
         for fs in self.sets:
             self.coef[fs.name], self.intercept[fs.name] = store.final_weights(fs.name)
-
-    def scores(self, data: bytes, *, name: str | None = None) -> np.ndarray:
-        """Fused class scores of one encoded image: (n_classes,) float32.
-
-        Raises
-        ------
-        ImageError
-            The image cannot be decoded.
-        """
-        feats = image_features(data, self.sets, self.codebooks, self.exp.images, name=name)
-        per_set = {
-            n: (feats[n][None, :] @ self.coef[n].T + self.intercept[n][None, :]).astype(np.float32)
-            for n in self.fusion.names
-        }
-        return self.fusion.transform(per_set)[0]
-
-    def predict(self, data: bytes, *, name: str = "image", top: int = 5) -> Prediction:
-        """Top-``top`` classes with fused scores (an error record instead of raising on a bad image)."""
-        try:
-            s = self.scores(data, name=name)
-        except LsicError as exc:
-            return Prediction(name, error=str(exc))
-        order = np.argsort(-s, kind="stable")[:top]
-        return Prediction(name, [(self.class_names[i], float(s[i])) for i in order])
 
 
 def expand_inputs(items: Iterable[str]) -> list[str]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lsic.pipeline import image_features
 from lsic.workflows import cli, load_model
 from lsic.workflows.store import FeatureStore
 from lsic.workflows.evaluate import load_fusion
@@ -48,11 +49,13 @@ def test_exported_model_gives_the_stores_fused_scores(exported):
     fusion = load_fusion(g)
     stored = fusion.transform({n: g.read_scores(n, "test") for n in fusion.names})
     np.testing.assert_allclose(s_file, stored, rtol=1e-4, atol=1e-4)
-    # independent reference 2: the store predictor, one image at a time
+    # independent reference 2: the store's parts, one image at a time, scored and fused here
     pred = Predictor(url)
     for i, p in enumerate(paths[:4]):
         with fsspec.open(p, "rb") as fh:
-            np.testing.assert_allclose(s_file[i], pred.scores(fh.read(), name=p), rtol=1e-5, atol=1e-5)
+            feats = image_features(fh.read(), pred.sets, pred.codebooks, pred.exp.images, name=p)
+        per_set = {n: feats[n][None, :] @ pred.coef[n].T + pred.intercept[n][None, :] for n in fusion.names}
+        np.testing.assert_allclose(s_file[i], fusion.transform(per_set)[0], rtol=1e-5, atol=1e-5)
 
     # `lsic predict STORE` and `lsic predict MODEL` give the same predictions, score for score
     a = predict_images(url, paths, top=4)
