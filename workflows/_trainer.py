@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lsic.pipeline import TOP_K, OneVsAllASGD
+from lsic.pipeline import TOP_K, OneVsAllASGD, top_k_predictions
 
 from .store import SPLIT_CODES, TRAIN, VAL, FeatureStore, ReadCounter
 
@@ -238,7 +238,7 @@ class ClassBlockTrainer:
                 continue
             for key in acc:
                 S = self.models[key].decision_function(chunk[key[0]])
-                top = np.argsort(-S, axis=1, kind="stable")[:, :k]
+                top = top_k_predictions(S, k)
                 acc[key].append((chunk["rows"], (top + self.lo).astype(np.int32), np.take_along_axis(S, top, 1)))
         return {key: tuple(np.concatenate(p) for p in zip(*parts)) if parts else None for key, parts in acc.items()}
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from lsic.pipeline import TOP_K
+from lsic.pipeline import TOP_K, top_k_predictions
 
 from .datasets import read_images
 from .store import FeatureStore
@@ -76,8 +76,7 @@ def fused_test_top(store: FeatureStore, *, chunk_rows: int = 4096) -> FusedTop:
     for a in range(0, len(rows), chunk_rows):
         sl = slice(a, min(a + chunk_rows, len(rows)))
         s = fusion.transform({n: store.read_scores(n, "test", sl) for n in fusion.names})
-        k = min(TOP_K, s.shape[1])
-        idx = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        idx = top_k_predictions(s, TOP_K)
         tops.append(idx)
         scores.append(np.take_along_axis(s, idx, axis=1))
     k = min(TOP_K, store.n_classes)
@@ -251,7 +250,7 @@ def write_gallery(
     for i in range(n_pages):
         nav = " ".join(f'<a href="{_page_name(j)}">{"<b>" if j == i else ""}page {j + 1}{"</b>" if j == i else ""}</a>'
                        for j in range(n_pages))
-        body = [f"<h1>Test images: what fails and what it is taken for</h1>",
+        body = ["<h1>Test images: what fails and what it is taken for</h1>",
                 f'<p><a href="index.html">back to the report</a>. Fused top-1 on {len(pred.rows)} test images: '
                 f"{100 * hit.mean() if len(hit) else float('nan'):.1f}%. Showing the {len(classes)} classes of {n_total} "
                 f"with the lowest top-1 accuracy, {per_page} per page; per class up to 3 correctly classified "

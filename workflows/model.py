@@ -38,6 +38,7 @@ from lsic.pipeline import (
     LsicError,
     ScoreFusion,
     image_features,
+    top_k_predictions,
 )
 
 log = logging.getLogger(__name__)
@@ -221,8 +222,7 @@ class LsicModel:
 
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the ``k`` largest scores per row, best first (ties: lower index first)."""
-    k = max(1, min(int(k), scores.shape[1]))
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return top_k_predictions(scores, max(1, int(k)))
 
 
 def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
