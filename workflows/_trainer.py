@@ -48,6 +48,8 @@ class ClassBlockTrainer:
     params : mapping
         ``OneVsAllASGD`` settings shared by all classes: lam, eta0, c, average,
         fit_intercept, mode.
+    lam_by_set : mapping of str to float, optional
+        A lambda of its own for some sets (overrides ``params["lam"]``).
     n_threads : int or None
         Threads of the ASGD kernel (the cores of the machine).
     compare_sgd : bool
@@ -72,13 +74,15 @@ class ClassBlockTrainer:
     """
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None, sets: Sequence[str], lo: int, hi: int,
-                 params: Mapping[str, Any], *, n_threads: int | None = None, compare_sgd: bool = False,
+                 params: Mapping[str, Any], *, lam_by_set: Mapping[str, float] | None = None,
+                 n_threads: int | None = None, compare_sgd: bool = False,
                  seed: int = 0, refit: bool = False) -> None:
         self.url = url
         self.storage_options = dict(storage_options or {})
         self.sets = list(sets)
         self.lo, self.hi = int(lo), int(hi)
         self.params = dict(params)
+        self.lam_by_set = {k: float(v) for k, v in (lam_by_set or {}).items()}
         self.n_threads = n_threads
         self.compare_sgd = bool(compare_sgd)
         self.seed = int(seed)
@@ -115,6 +119,8 @@ class ClassBlockTrainer:
 
     def _new(self, name: str, variant: str) -> OneVsAllASGD:
         p = dict(self.params)
+        if name in self.lam_by_set:
+            p["lam"] = self.lam_by_set[name]
         if variant == "sgd":
             p["average"] = False
         return OneVsAllASGD(self.n_features[name], np.arange(self.lo, self.hi), n_threads=self.n_threads, **p)

@@ -145,6 +145,7 @@ class TrainConfig:
 
     epochs: int = 5
     lam: float = 1e-4
+    lam_by_set: dict[str, float] = field(default_factory=dict)
     eta0: float | None = None
     c: float = 1.0
     average: bool = True
@@ -161,6 +162,13 @@ class TrainConfig:
         check_asgd_params({"epochs": self.epochs, "lam": self.lam, "eta0": self.eta0, "c": self.c,
                            "average": self.average, "mode": self.mode, "fit_intercept": self.fit_intercept},
                           where="train")
+        for name, lam in self.lam_by_set.items():
+            if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam > 0:
+                raise ConfigError(f"train.lam_by_set.{name} is {lam!r}; use a positive number (the set's lambda)")
+
+    def lam_of(self, name: str) -> float:
+        """The regularisation lambda (eq. 3) of feature set ``name``: its ``lam_by_set`` entry, else ``lam``."""
+        return float(self.lam_by_set.get(name, self.lam))
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,9 @@ class Experiment:
         names = [fs.name for fs in self.feature_sets]
         if len(set(names)) != len(names):
             raise ConfigError(f"feature_sets has duplicate names {names}; give each set its own name")
+        unknown = sorted(set(self.train.lam_by_set) - set(names))
+        if unknown:
+            raise ConfigError(f"train.lam_by_set names {unknown[0]!r}, which is not a feature set; use one of {names}")
 
     def feature_set(self, name: str) -> FeatureSet:
         for fs in self.feature_sets:

@@ -96,17 +96,17 @@ class TrainPlan:
         return not self.todo_epochs and not self.missing_scores and not self.stale
 
 
-def train_params(exp: Experiment) -> dict[str, Any]:
-    """``OneVsAllASGD`` settings of the run (eqs. 3-9 parameters)."""
+def train_params(exp: Experiment, name: str) -> dict[str, Any]:
+    """``OneVsAllASGD`` settings of feature set ``name`` (eqs. 3-9 parameters; lambda may differ per set)."""
     t = exp.train
-    return {"lam": float(t.lam), "eta0": None if t.eta0 is None else float(t.eta0), "c": float(t.c),
+    return {"lam": t.lam_of(name), "eta0": None if t.eta0 is None else float(t.eta0), "c": float(t.c),
             "average": t.average, "fit_intercept": bool(t.fit_intercept), "mode": t.mode}
 
 
 def run_settings(exp: Experiment, store: FeatureStore, name: str, n_features: int) -> dict[str, Any]:
     """Everything that must match for stored checkpoints of set ``name`` to be resumed."""
     return {
-        **_layout.model_settings(n_features, train_params(exp)),
+        **_layout.model_settings(n_features, train_params(exp, name)),
         "seed": int(exp.seed),
         "compare_sgd": bool(exp.train.compare_sgd),
         "refit": bool(exp.train.refit),
@@ -273,7 +273,8 @@ class _ActorPool:
         self.client = client
         self.url, self.so = exp.store.url, dict(exp.store.storage_options)
         self.sets = plan.sets
-        self.params = train_params(exp)
+        self.params = train_params(exp, "")
+        self.lam_by_set = {name: exp.train.lam_of(name) for name in self.sets}
         self.compare_sgd = bool(exp.train.compare_sgd)
         self.refit = bool(exp.train.refit)
         self.seed = int(exp.seed)
@@ -295,7 +296,7 @@ class _ActorPool:
         (slot.address, slot.worker_dir), slot.host = _worker_id(addr, info), str(info.get("host", ""))
         slot.future = self.client.submit(
             ClassBlockTrainer, self.url, self.so, list(self.sets), slot.lo, slot.hi, self.params,
-            n_threads=threads, compare_sgd=self.compare_sgd, seed=self.seed, refit=self.refit,
+            lam_by_set=self.lam_by_set, n_threads=threads, compare_sgd=self.compare_sgd, seed=self.seed, refit=self.refit,
             actor=True, workers=[addr], pure=False,
             allow_other_workers=False,
         )

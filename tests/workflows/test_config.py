@@ -47,6 +47,9 @@ def test_defaults_fill_unset_sections():
         ({"dataset": {"root": "/d", "layout": "zip"}}, "layout 'zip'"),
         ({"feature_sets": [{"name": "a", "descriptor": "sift", "coding": "lcc", "codebook_size": 8}]}, "feature_sets[0]"),
         ({"feature_sets": []}, "feature_sets"),
+        ({"train": {"lam_by_set": {"nope": 1e-3}}}, "train.lam_by_set names 'nope'"),
+        ({"train": {"lam_by_set": {"a": -1.0}}}, "train.lam_by_set.a"),
+        ({"train": {"lam_by_set": {"a": "big"}}}, "train.lam_by_set.a"),
     ],
 )
 def test_bad_values_are_one_line_errors(patch, needle):

@@ -140,6 +140,19 @@ def test_two_actors_equal_one_actor_and_in_process(tmp_path, threads_client):
             np.testing.assert_array_equal(m.t, ref.t)
 
 
+def test_lam_by_set_gives_a_set_its_own_lambda(tmp_path, threads_client):
+    url = str(tmp_path / "s.zarr")
+    data = make_store(url)
+    run_train(experiment(url, epochs=2, lam_by_set={"b": 3e-2}), client=threads_client, progress=False)
+    classes = np.arange(data["n_classes"])
+    for s, lam in (("a", 1e-3), ("b", 3e-2)):
+        ref = reference(data, s, 2, classes, lam=lam, eta0=0.05, mode="exact")
+        np.testing.assert_array_equal(stored(url, s).coef_, ref.coef_)
+    # the other lambda gives other weights, so the comparison above can tell them apart
+    other = reference(data, "b", 2, classes, lam=1e-3, eta0=0.05, mode="exact")
+    assert not np.allclose(stored(url, "b").coef_, other.coef_)
+
+
 def test_block_mode_auto_eta0_matches_in_process(tmp_path, threads_client):
     url = str(tmp_path / "s.zarr")
     data = make_store(url)
