@@ -215,3 +215,53 @@ def test_fig5_with_1000_classes_names_best_and_worst_30(tmp_path):
         assert im.size[1] < 1500  # 61 rows, not 1,000
     # few classes: every one named, as before
     assert plot_per_class([0.5, 0.9, None], ["a", "b", "c"], tmp_path / "small.png") == ["b", "a"]
+
+
+def _peak_evaluate_memory(tmp_path, n_test: int, n_classes: int = 1000) -> tuple[int, dict]:
+    """tracemalloc peak of ``evaluate_store`` over two sets' (n_test x n_classes) scores, 512 rows at a time."""
+    from lsic.workflows.evaluate import evaluate_store
+
+    url = str(tmp_path / f"e{n_test}.zarr")
+    write_lcc_like_store(url, n_train=n_classes, n_val=n_classes, n_test=n_test, dim=8, n_classes=n_classes,
+                         chunk_rows=512, seed=SEED)
+    store = FeatureStore.open(url, "r+")
+    labels = store.labels()
+    rng = np.random.default_rng(0)
+    expected = {}
+    for name in ("a", "b"):
+        for split in ("val", "test"):
+            rows = store.split_rows(split)
+            # scores that know the label half the time, so the metrics are not trivial
+            S = rng.standard_normal((rows.size, n_classes), dtype=np.float32)
+            hit = rng.random(rows.size) < 0.5
+            S[np.flatnonzero(hit), labels[rows[hit]]] += 4.0
+            store.write_scores(name, split, rows, S)
+            if split == "test":  # top-1 over images, directly
+                expected[name] = float(np.mean(np.argmax(S, axis=1) == labels[rows]))
+            del S
+    evaluate_store(store, ["a", "b"], method="equal", chunk_rows=512)  # warm up codecs and caches
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        metrics, _, _ = evaluate_store(store, ["a", "b"], method="equal", chunk_rows=512)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    for name in ("a", "b"):
+        assert metrics["sets"][name]["top1"] == pytest.approx(expected[name])
+    return peak, metrics
+
+
+def test_evaluate_memory_flat_in_test_rows_at_1000_classes(tmp_path):
+    """``lsic evaluate`` streams an (n_test x 1,000) score matrix: 4x the test rows, the same peak."""
+    small, m_small = _peak_evaluate_memory(tmp_path, 2048)
+    large, m_large = _peak_evaluate_memory(tmp_path, 8192)
+    chunk = 512 * 1000 * 4  # one 512-row block of one set's scores
+    assert m_small["n_test"] == 2048 and m_large["n_test"] == 8192  # and each set's top-1 checked above
+    # 6,144 more rows of two sets (49 MB of scores) would show if the matrix were held
+    assert large - small < 2 * chunk
+    # the bound, whatever n_test: the validation scores for the fusion (2 sets x 1,000 rows), a
+    # 1,000 x 1,000 confusion per source (2 sets + fused; int64, and again as the details' lists)
+    # and a few 512-row blocks of each set
+    confusion = 1000 * 1000 * 8
+    assert large < 2 * 1000 * 1000 * 4 + 3 * 2 * confusion + 8 * chunk
