@@ -107,12 +107,16 @@ def _recall(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _store_sizes(descs, books) -> dict[str, dict[str, float]]:
-    """Per set: non-zeros per feature row and bytes per row as the store writes it (Blosc zstd 3 + byte shuffle)."""
+    """Per set: non-zeros per feature row and bytes per row as the store writes it (Blosc zstd 3; byte
+    shuffle for dense SVC features, none for sparse LCC ones: ``lsic.workflows.store.SPARSE_CODINGS``)."""
     from numcodecs import Blosc
 
-    codec = Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE)
+    from lsic.workflows.store import SPARSE_CODINGS
+
     out = {}
     for n, fs in TABLE1.items():
+        codec = Blosc(cname="zstd", clevel=3,
+                      shuffle=Blosc.NOSHUFFLE if fs.coding in SPARSE_CODINGS else Blosc.SHUFFLE)
         X = np.stack([encode_pool(d[fs.descriptor], books[n]) for d in descs])
         out[n] = {
             "dim": fs.dim,

@@ -125,5 +125,5 @@ def write_lcc_like_store(url: str, *, n_train: int, n_val: int, n_test: int, dim
     rows = LccLikeRows(labels, dim, n_classes, chunk_rows=chunk_rows, seed=seed, signal=signal)
     store = FeatureStore.write(url, labels=labels, split=split, features={name: rows}, chunk_rows=chunk_rows,
                                class_names=[f"class_{c:04d}" for c in range(n_classes)], seed=seed,
-                               fingerprint="synthetic-lcc", storage_options=storage_options)
+                               fingerprint="synthetic-lcc", storage_options=storage_options, sparse=[name])
     return store, rows

@@ -53,6 +53,12 @@ VARIANTS = ("asgd", "sgd", "refit")
 trained on the training and validation rows (``train.refit``)."""
 
 COMPRESSOR = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+#: features of sparse codings (LCC: mostly exact zeros). The byte shuffle that helps dense floats
+#: splits each zero run into four streams there: measured on Caltech-101 LCC chunks, without it the
+#: chunks are 1.5x smaller (ratio 3.3-4.7 against 2.3-3.0) and decode 1.4x faster, the read bound of
+#: training; dense SVC / FV features keep the shuffle (ratio 1.47 / 1.18 against 1.37 / 1.07).
+SPARSE_COMPRESSOR = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle")
+SPARSE_CODINGS = frozenset({"lcc"})
 CHECKPOINT_CHUNK_BYTES = 32 * 2**20
 FAILURES = "failures.json"
 EVALUATION = "evaluation"
@@ -67,8 +73,8 @@ LAYOUT: tuple[tuple[str, str, str], ...] = (
      "rows are ordered train, val, test"),
     ("valid", "(n,) bool", "False where the image could not be read or decoded"),
     ("errors", "(n,) str", "the reason, \"\" for valid rows"),
-    ("features/<set>/X", "(n, dim) float32", "pooled features, chunks of `chunk_rows` rows, zstd + byte shuffle "
-     "(LCC features are mostly zeros and compress accordingly); attrs `feature_set`"),
+    ("features/<set>/X", "(n, dim) float32", "pooled features, chunks of `chunk_rows` rows, Blosc zstd 3: "
+     "LCC features (mostly zeros) without shuffle, dense SVC / FV features with byte shuffle; attrs `feature_set`"),
     ("codebooks/<set>/centers`, `pca_mean`, `pca_components", "", "codebook (and PCA) of the set; for FV "
      "also the GMM's `variances` and `weights` (`centers` are its means); attrs `feature_set`, `complete`"),
     ("progress/extract", "(n_chunks,) bool", "completion mark of each row chunk"),
@@ -404,7 +410,7 @@ class FeatureStore:
     def write(cls, url: str, *, labels: np.ndarray, split: np.ndarray, features: Mapping[str, np.ndarray],
               class_names: Sequence[str] | None = None, valid: np.ndarray | None = None, chunk_rows: int = 256,
               seed: int = 0, fingerprint: str = "synthetic", config: Mapping[str, Any] | None = None,
-              storage_options: Mapping[str, Any] | None = None) -> FeatureStore:
+              storage_options: Mapping[str, Any] | None = None, sparse: Sequence[str] = ()) -> FeatureStore:
         """Write a complete extracted store from arrays (tests and benchmarks; no images needed).
 
         The rows get the same metadata, arrays and marks extraction writes;
@@ -412,7 +418,8 @@ class FeatureStore:
         with a ``shape`` whose row slices ``X[a:b]`` are arrays: it is read one
         row chunk at a time, so a generator of rows larger than memory works), ``split`` the
         split codes (rows must be ordered train, val, test), ``valid`` (default
-        all True) the decodable rows, whose features stay as given.
+        all True) the decodable rows, whose features stay as given. Sets named in
+        ``sparse`` are compressed as extraction compresses LCC features.
         """
         from .datasets import Manifest
 
@@ -430,7 +437,7 @@ class FeatureStore:
         for name, X in features.items():
             if not hasattr(X, "shape"):
                 X = np.asarray(X, np.float32)
-            arr = store.create_features(name, int(X.shape[1]))
+            arr = store.create_features(name, int(X.shape[1]), sparse=name in sparse)
             for k in range(n_chunks(n, chunk_rows)):  # one region write per row chunk, as extraction does
                 a, b = chunk_bounds(k, chunk_rows, n)
                 arr[a:b] = np.asarray(X[a:b], np.float32)
@@ -552,14 +559,21 @@ class FeatureStore:
             raise StoreError(f"store has no features of set {name!r}; run `lsic extract` with this config first")
         return self.group[f"{features_path(name)}/X"]
 
-    def create_features(self, name: str, dim: int, feature_set: FeatureSet | None = None) -> zarr.Array:
-        """The ``features/<name>/X`` array, created (zeros, one chunk per row chunk) on first use."""
+    def create_features(self, name: str, dim: int, feature_set: FeatureSet | None = None, *,
+                        sparse: bool | None = None) -> zarr.Array:
+        """The ``features/<name>/X`` array, created (zeros, one chunk per row chunk) on first use.
+
+        ``sparse`` (default: the set's coding is LCC) picks :data:`SPARSE_COMPRESSOR`.
+        """
         grp = self.group.require_group(features_path(name))
         if "X" in grp:
             return grp["X"]
         n = self.n_images
+        if sparse is None:
+            sparse = feature_set is not None and feature_set.coding in SPARSE_CODINGS
         arr = grp.create_array("X", shape=(n, dim), chunks=(min(self.chunk_rows, max(n, 1)), dim), dtype="float32",
-                               fill_value=0.0, compressors=COMPRESSOR, dimension_names=("image", f"{name}_feature"))
+                               fill_value=0.0, compressors=SPARSE_COMPRESSOR if sparse else COMPRESSOR,
+                               dimension_names=("image", f"{name}_feature"))
         if feature_set is not None:
             grp.attrs["feature_set"] = _fs_dict(feature_set)
         return arr

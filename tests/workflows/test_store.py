@@ -125,3 +125,25 @@ def test_writer_makes_what_extraction_makes(tmp_path):
         assert store.split_bounds(name) == (every[0], every[-1] + 1)
     with pytest.raises(ValueError, match="ordered train, val, test"):
         FeatureStore.write(url, labels=labels, split=split[::-1], features={})
+
+
+def test_sparse_lcc_features_are_stored_without_shuffle_dense_ones_with_it(tmp_path):
+    from lsic.pipeline import FeatureSet
+
+    rng = np.random.default_rng(0)
+    n, d = 300, 512
+    sparse = np.where(rng.random((n, d)) < 0.25, rng.random((n, d)), 0).astype(np.float32)  # LCC-like
+    dense = rng.standard_normal((n, d)).astype(np.float32)
+    url = str(tmp_path / "c.zarr")
+    store = FeatureStore.write(url, labels=np.arange(n) % 3, split=np.zeros(n, np.int8),
+                               features={"lcc": sparse, "svc": dense}, sparse=["lcc"], chunk_rows=128)
+    g = zarr.open_group(url, mode="r")  # plain zarr reads both back as written
+    np.testing.assert_array_equal(g["features/lcc/X"][:], sparse)
+    np.testing.assert_array_equal(g["features/svc/X"][:], dense)
+    shuffles = {name: g[f"features/{name}/X"].compressors[0].shuffle.value for name in ("lcc", "svc")}
+    assert shuffles == {"lcc": "noshuffle", "svc": "shuffle"}
+    # extraction picks by the set's coding
+    for coding, expected in (("lcc", "noshuffle"), ("svc", "shuffle"), ("fv", "shuffle")):
+        fs = FeatureSet(f"x_{coding}", "hog", coding, 32, pca_dim=4 if coding != "lcc" else None)
+        arr = store.create_features(fs.name, 16, fs)
+        assert arr.compressors[0].shuffle.value == expected
