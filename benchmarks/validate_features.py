@@ -62,8 +62,11 @@ _P8 = ((1, 1), (2, 2), (3, 1))
 
 
 def variants(fv_k: int, fv_pca: int, shipped: list[FeatureSet]) -> dict[str, FeatureSet]:
-    """The config's own sets (by name) plus the SIFT / FV candidates."""
+    """The config's own sets (by name), the sets it shipped before (``hoglbp_lcc``, ``hog_svc``) and the SIFT / FV candidates."""
     return {
+        "hoglbp_lcc": FeatureSet("hoglbp_lcc", "hog+lbp", "lcc", 1024, kappa=5, pyramid=_P21),
+        "hog_svc": FeatureSet("hog_svc", "hog", "svc", 64, pca_dim=64, s=1.0, pyramid=((1, 1), (2, 2)),
+                              power_norm=True),
         **{fs.name: fs for fs in shipped},
         "hog_lcc": FeatureSet("hog_lcc", "hog", "lcc", 1024, kappa=5, pyramid=_P21),
         "sift_lcc": FeatureSet("sift_lcc", "sift", "lcc", 1024, kappa=5, pyramid=_P21),
