@@ -96,10 +96,10 @@ class TrainPlan:
         return not self.todo_epochs and not self.missing_scores and not self.stale
 
 
-def train_params(exp: Experiment, name: str) -> dict[str, Any]:
-    """``OneVsAllASGD`` settings of feature set ``name`` (eqs. 3-9 parameters; lambda may differ per set)."""
+def train_params(exp: Experiment, name: str | None = None) -> dict[str, Any]:
+    """``OneVsAllASGD`` settings of the run (eqs. 3-9 parameters); with ``name``, that set's lambda."""
     t = exp.train
-    return {"lam": t.lam_of(name), "eta0": None if t.eta0 is None else float(t.eta0), "c": float(t.c),
+    return {"lam": float(t.lam) if name is None else t.lam_of(name), "eta0": None if t.eta0 is None else float(t.eta0), "c": float(t.c),
             "average": t.average, "fit_intercept": bool(t.fit_intercept), "mode": t.mode}
 
 
@@ -273,7 +273,7 @@ class _ActorPool:
         self.client = client
         self.url, self.so = exp.store.url, dict(exp.store.storage_options)
         self.sets = plan.sets
-        self.params = train_params(exp, "")
+        self.params = train_params(exp)
         self.lam_by_set = {name: exp.train.lam_of(name) for name in self.sets}
         self.compare_sgd = bool(exp.train.compare_sgd)
         self.refit = bool(exp.train.refit)
