@@ -14,8 +14,10 @@ the path ``lsic train`` takes:
   1/4 and 1/2, i.e. 25k and 50k beside 100k), each on a fresh cluster so that
   the workers' peak RSS is that run's own;
 * class parallelism: one epoch with 1 actor on one core against 2 actors on
-  one core each (2 single-threaded workers; each actor reads every chunk and
-  trains half the classes): the stand-in for two machines on a 2-core host.
+  one core each (2 single-threaded workers, each process pinned to its own
+  CPU so that an actor's read+decode thread shares its core; each actor
+  reads every chunk and trains half the classes): the stand-in for two
+  machines on a 2-core host.
 
 The limit model is measured in the same run, on this machine and its load:
 the margin GEMM rate (a stored chunk times a (classes x dims) float32 matrix,
@@ -99,11 +101,37 @@ def _warm_up() -> None:
     OneVsAllASGD(16, [0, 1, 2], lam=1e-3, eta0=None, mode="block").partial_fit(X, np.arange(64) % 3)
 
 
+def _pin_process(cpu: int) -> list[int]:
+    """Confine every thread of this process (and the threads it starts later) to one CPU."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return sorted(os.sched_getaffinity(0))
+
+
+def pin_workers(client) -> dict[str, int]:
+    """One CPU per worker process, so that "one core each" holds for the actor's prefetch thread too.
+
+    Unpinned, a single actor's read+decode thread runs on the idle second
+    core while its kernel runs on the first: "1 actor on one core" then
+    uses more than one core, and the 2-actor comparison says little.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    workers = sorted(client.scheduler_info()["workers"])
+    if len(workers) > len(cpus):
+        raise SystemExit(f"bench_scale: {len(workers)} workers to pin on {len(cpus)} CPUs; use fewer workers")
+    return {w: client.run(_pin_process, cpus[i], workers=[w])[w][0] for i, w in enumerate(workers)}
+
+
 def train_run(url: str, *, epochs: int, lam: float, actors: int | None, threads: int | None, validate: bool,
-              **cluster) -> dict:
+              pin: bool = False, **cluster) -> dict:
     """``run_train`` on a fresh local cluster sized for training (its workers' peak RSS is this run's)."""
     with make_client(stage="train", **cluster) as client:
         client.run(_warm_up)  # load numba's compiled kernels in the workers before the timed epochs
+        if pin:
+            log.info("workers pinned to CPUs %s", pin_workers(client))
         s = run_train(experiment(url, epochs=epochs, lam=lam, actors=actors, threads=threads, validate=validate),
                       client=client, progress=True, restart=True)
     h = s.history
@@ -138,8 +166,11 @@ def main() -> None:
     ap.add_argument("--memory-fractions", default="0.25,0.5",
                     help="smaller training sets for the memory curve, as fractions of --rows ('' for none)")
     ap.add_argument("--no-scaling", action="store_true", help="skip the 1 actor vs 2 actors (1 core each) runs")
+    ap.add_argument("--scaling-only", action="store_true",
+                    help="only the limit model and the 1 actor vs 2 actors runs (no main run, no memory curve)")
     ap.add_argument("--read-chunks", type=int, default=16, help="chunks read to measure the read+decode rate")
-    ap.add_argument("--tmp", default=None, help="scratch folder for the stores (default: a new /tmp/scale-bench-*)")
+    ap.add_argument("--tmp", default=None, help="scratch folder for the stores, kept and reused by later runs "
+                    "(default: a new /tmp/scale-bench-*, removed at the end)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("lsic").setLevel(logging.INFO)
@@ -152,10 +183,13 @@ def main() -> None:
                  "epochs": args.epochs, "val_rows": n_eval, "test_rows": n_eval, "lam": args.lam, "signal": args.signal,
                  "cpus": os.cpu_count(), "loadavg_start": list(os.getloadavg())}
     try:
-        url = str(tmp / f"n{args.rows}.zarr")
+        url = str(tmp / f"n{args.rows}-d{args.dims}-k{args.classes}-s{args.signal:g}.zarr")
         t = time.perf_counter()
-        write_lcc_like_store(url, n_train=args.rows, n_val=n_eval, n_test=n_eval, dim=args.dims,
-                             n_classes=args.classes, chunk_rows=args.chunk_rows, seed=0, signal=args.signal)
+        if args.tmp and FeatureStore.exists(url) and FeatureStore.open(url).extract_complete:
+            log.info("reusing the store %s (same rows, dims, classes and signal; from an earlier run with --tmp)", url)
+        else:
+            write_lcc_like_store(url, n_train=args.rows, n_val=n_eval, n_test=n_eval, dim=args.dims,
+                                 n_classes=args.classes, chunk_rows=args.chunk_rows, seed=0, signal=args.signal)
         out["write_store_s"] = round(time.perf_counter() - t, 1)
         store = FeatureStore.open(url)
         out["store_mb"] = round(store.feature_bytes("f") / 2**20, 1)
@@ -178,51 +212,52 @@ def main() -> None:
         log.info("limit: compute %.1f s (%.1f GFLOP/s), read %.1f s (%.0f MiB/s decoded)", compute_s,
                  flops_rate / 1e9, read_s, dec_rate / 2**20)
 
-        # main run: 1 actor, all cores, validation each epoch
-        main_run = train_run(url, epochs=args.epochs, lam=args.lam, actors=None, threads=None, validate=True)
-        log.info("%s", main_run["line"])
-        epoch_s = main_run["epoch_s_each"][-1]  # the last epoch: numba and codecs are warm
-        ckpt = main_run["checkpoint_s_each"]
-        out.update({
-            "epoch_s": round(epoch_s, 2),
-            "epoch_s_each": [round(x, 2) for x in main_run["epoch_s_each"]],
-            "actor_loop_s_each": [round(x, 2) for x in main_run["actor_loop_s_each"]],
-            "rows_classes_per_s": round(args.rows * args.classes / epoch_s),
-            "epoch_over_limit": round(epoch_s / max(compute_s, read_s), 2),
-            "chunk_loads_per_epoch": main_run["chunk_loads_per_epoch"],
-            "train_chunks": len(train_chunks),
-            "checkpoint_s_per_epoch": round(statistics.median(ckpt), 2),
-            "checkpoint_fraction_of_epoch": round(statistics.median(ckpt) / epoch_s, 3),
-            "model_mb": round(main_run["model_mb"], 1),
-            "val_top1": main_run["val_top1"], "val_top5": main_run["val_top5"],
-            "train_run_s": round(main_run["seconds"], 1),
-            "restarts": main_run["restarts"],
-        })
-        rss = {n_key(args.rows): round(main_run["peak_actor_rss_mb"], 1)}
+        if not args.scaling_only:
+            # main run: 1 actor, all cores, validation each epoch
+            main_run = train_run(url, epochs=args.epochs, lam=args.lam, actors=None, threads=None, validate=True)
+            log.info("%s", main_run["line"])
+            epoch_s = main_run["epoch_s_each"][-1]  # the last epoch: numba and codecs are warm
+            ckpt = main_run["checkpoint_s_each"]
+            out.update({
+                "epoch_s": round(epoch_s, 2),
+                "epoch_s_each": [round(x, 2) for x in main_run["epoch_s_each"]],
+                "actor_loop_s_each": [round(x, 2) for x in main_run["actor_loop_s_each"]],
+                "rows_classes_per_s": round(args.rows * args.classes / epoch_s),
+                "epoch_over_limit": round(epoch_s / max(compute_s, read_s), 2),
+                "chunk_loads_per_epoch": main_run["chunk_loads_per_epoch"],
+                "train_chunks": len(train_chunks),
+                "checkpoint_s_per_epoch": round(statistics.median(ckpt), 2),
+                "checkpoint_fraction_of_epoch": round(statistics.median(ckpt) / epoch_s, 3),
+                "model_mb": round(main_run["model_mb"], 1),
+                "val_top1": main_run["val_top1"], "val_top5": main_run["val_top5"],
+                "train_run_s": round(main_run["seconds"], 1),
+                "restarts": main_run["restarts"],
+            })
+            rss = {n_key(args.rows): round(main_run["peak_actor_rss_mb"], 1)}
 
-        # memory curve: smaller n, same val/test rows, fresh clusters
-        fractions = [float(f) for f in args.memory_fractions.split(",") if f.strip()]
-        for f in fractions:
-            n = max(1, int(round(args.rows * f)))
-            u = str(tmp / f"n{n}.zarr")
-            write_lcc_like_store(u, n_train=n, n_val=n_eval, n_test=n_eval, dim=args.dims, n_classes=args.classes,
-                                 chunk_rows=args.chunk_rows, seed=0, signal=args.signal)
-            r = train_run(u, epochs=args.epochs, lam=args.lam, actors=None, threads=None, validate=True)
-            log.info("memory n=%d: %s", n, r["line"])
-            rss[n_key(n)] = round(r["peak_actor_rss_mb"], 1)
-            shutil.rmtree(u, ignore_errors=True)
-        rss = dict(sorted(rss.items(), key=lambda kv: float(kv[0].rstrip("k")) * (1000 if kv[0].endswith("k") else 1)))
-        out["peak_actor_rss_mb"] = rss
-        if len(rss) > 1:
-            keys = list(rss)
-            out[f"rss_growth_{keys[0]}_to_{keys[-1]}"] = round(rss[keys[-1]] / rss[keys[0]], 3)
+            # memory curve: smaller n, same val/test rows, fresh clusters
+            fractions = [float(f) for f in args.memory_fractions.split(",") if f.strip()]
+            for f in fractions:
+                n = max(1, int(round(args.rows * f)))
+                u = str(tmp / f"n{n}.zarr")
+                write_lcc_like_store(u, n_train=n, n_val=n_eval, n_test=n_eval, dim=args.dims, n_classes=args.classes,
+                                     chunk_rows=args.chunk_rows, seed=0, signal=args.signal)
+                r = train_run(u, epochs=args.epochs, lam=args.lam, actors=None, threads=None, validate=True)
+                log.info("memory n=%d: %s", n, r["line"])
+                rss[n_key(n)] = round(r["peak_actor_rss_mb"], 1)
+                shutil.rmtree(u, ignore_errors=True)
+            rss = dict(sorted(rss.items(), key=lambda kv: float(kv[0].rstrip("k")) * (1000 if kv[0].endswith("k") else 1)))
+            out["peak_actor_rss_mb"] = rss
+            if len(rss) > 1:
+                keys = list(rss)
+                out[f"rss_growth_{keys[0]}_to_{keys[-1]}"] = round(rss[keys[-1]] / rss[keys[0]], 3)
 
         # class parallelism: 1 actor on one core vs 2 actors on one core each (2 single-threaded workers)
         if not args.no_scaling:
             one = train_run(url, epochs=1, lam=args.lam, actors=1, threads=1, validate=False,
-                            workers=2, threads_per_worker=1)
+                            workers=2, threads_per_worker=1, pin=True)
             two = train_run(url, epochs=1, lam=args.lam, actors=2, threads=1, validate=False,
-                            workers=2, threads_per_worker=1)
+                            workers=2, threads_per_worker=1, pin=True)
             log.info("1 actor x 1 core: %s", one["line"])
             log.info("2 actors x 1 core: %s", two["line"])
             out.update({
