@@ -53,7 +53,7 @@ from lsic.cluster import make_client
 from lsic.workflows._synthetic import write_lcc_like_store
 from lsic.workflows.config import parse_experiment
 from lsic.workflows.store import FeatureStore
-from lsic.workflows.train import run_train
+from lsic.workflows.train import live_workers, run_train
 
 log = logging.getLogger("bench_scale")
 
@@ -119,7 +119,7 @@ def pin_workers(client) -> dict[str, int]:
     uses more than one core, and the 2-actor comparison says little.
     """
     cpus = sorted(os.sched_getaffinity(0))
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(live_workers(client))
     if len(workers) > len(cpus):
         raise SystemExit(f"bench_scale: {len(workers)} workers to pin on {len(cpus)} CPUs; use fewer workers")
     return {w: client.run(_pin_process, cpus[i], workers=[w])[w][0] for i, w in enumerate(workers)}

@@ -289,7 +289,7 @@ class _ActorPool:
             self._start(slot, addr, workers[addr])
 
     def _workers(self) -> dict[str, dict[str, Any]]:
-        return dict(self.client.scheduler_info(n_workers=-1)["workers"])
+        return live_workers(self.client)
 
     def _start(self, slot: _Slot, addr: str, info: Mapping[str, Any]) -> None:
         threads = self.threads or int(info.get("nthreads", 1))
@@ -439,6 +439,17 @@ def actor_unreachable(exc: BaseException) -> bool:
     if isinstance(exc, CommClosedError):
         return True
     return isinstance(exc, (OSError, RuntimeError)) and any(m in str(exc) for m in ACTOR_LOST_MESSAGES)
+
+
+def live_workers(client: Any) -> dict[str, dict[str, Any]]:
+    """The scheduler's workers now, ``{address: info}``, asked of the scheduler itself.
+
+    Not ``client.scheduler_info()``: it returns the client's cached identity,
+    which the client's periodic refresh overwrites with one listing no workers
+    (it asks for ``n_workers=0``); a poll that read the cache between the two
+    saw every worker gone and restarted a healthy actor from its checkpoint.
+    """
+    return dict(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
 
 
 def _worker_id(address: str, info: Mapping[str, Any]) -> tuple[str, str]:

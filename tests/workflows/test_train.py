@@ -21,7 +21,7 @@ from lsic.pipeline import OneVsAllASGD, StoreError
 from lsic.workflows._trainer import ClassBlockTrainer
 from lsic.workflows.config import parse_experiment
 from lsic.workflows.store import TEST, TRAIN, VAL, FeatureStore
-from lsic.workflows.train import plan_train, run_train
+from lsic.workflows.train import live_workers, plan_train, run_train
 
 SEED = 7
 SETS = ("a", "b")
@@ -102,6 +102,16 @@ def stored(url: str, name: str) -> OneVsAllASGD:
 
 
 # --------------------------------------------------------------------------- tests
+
+
+def test_live_workers_ask_the_scheduler_not_the_clients_cache(threads_client, monkeypatch):
+    # the client's periodic refresh leaves a cached identity without workers; the actor
+    # pool's liveness poll must not read it (it restarted healthy actors when it did)
+    expected = set(threads_client.run(lambda dask_worker: dask_worker.address))
+    monkeypatch.setattr(threads_client, "scheduler_info", lambda *a, **k: {"workers": {}})
+    workers = live_workers(threads_client)
+    assert set(workers) == expected
+    assert all("local_directory" in info for info in workers.values())
 
 
 def test_plan_is_pure_and_lists_chunks(tmp_path):
