@@ -29,6 +29,8 @@ command re-plans from the marks and resumes after the last complete epoch.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -441,6 +443,14 @@ def actor_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, RuntimeError)) and any(m in str(exc) for m in ACTOR_LOST_MESSAGES)
 
 
+@functools.cache
+def _identity_takes_n_workers() -> bool:
+    """``Scheduler.identity`` takes ``n_workers`` from distributed 2025.4 (the scheduler runs the client's version)."""
+    from distributed import Scheduler
+
+    return "n_workers" in inspect.signature(Scheduler.identity).parameters
+
+
 def live_workers(client: Any) -> dict[str, dict[str, Any]]:
     """The scheduler's workers now, ``{address: info}``, asked of the scheduler itself.
 
@@ -449,7 +459,8 @@ def live_workers(client: Any) -> dict[str, dict[str, Any]]:
     (it asks for ``n_workers=0``); a poll that read the cache between the two
     saw every worker gone and restarted a healthy actor from its checkpoint.
     """
-    return dict(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
+    kwargs = {"n_workers": -1} if _identity_takes_n_workers() else {}  # before 2025.4 it lists every worker
+    return dict(client.sync(client.scheduler.identity, **kwargs)["workers"])
 
 
 def _worker_id(address: str, info: Mapping[str, Any]) -> tuple[str, str]:
