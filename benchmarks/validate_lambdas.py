@@ -3,14 +3,14 @@
 For each feature set of an extracted store (e.g. a split kept by
 ``benchmarks/caltech101.py --keep``), trains one-vs-all ASGD on the training
 rows for each lambda of a grid in one pass per epoch (``fit_lambda_grid``,
-block mode, the config's 30 epochs) and prints the validation mean per-class
+block mode, ``--epochs``, default 30) and prints the validation mean per-class
 accuracy per lambda, then the equal-weight fusion at the given lambdas and at
 each set's best. Only the rows up to the last validation row are read (rows are
 stored train, val, test).
 
 Usage::
 
-    python benchmarks/validate_lambdas.py STORE [--grid hog_lcc=3e-5,1e-4,3e-4 ...] [--shipped sift_fv=3e-4]
+    python benchmarks/validate_lambdas.py STORE [--grid hog_lcc=3e-5,1e-4,3e-4 ...] [--shipped sift_fv=3e-4] [--epochs 100]
 
 The last line is one JSON object.
 """
@@ -22,10 +22,9 @@ import json
 import time
 
 import numpy as np
-import zarr
 
 from lsic.pipeline import ScoreFusion, fit_lambda_grid, mean_per_class_accuracy
-from lsic.workflows.store import TRAIN, VAL
+from lsic.workflows.store import FeatureStore
 
 DEFAULT_GRID = "3e-5,1e-4,3e-4"
 
@@ -38,13 +37,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     args = ap.parse_args()
 
-    g = zarr.open_group(args.store, mode="r")
-    split, valid, labels = (np.asarray(g[k][:]) for k in ("split", "valid", "labels"))
-    tr = np.flatnonzero((split == TRAIN) & valid)
-    va = np.flatnonzero((split == VAL) & valid)
+    store = FeatureStore.open(args.store)
+    labels = store.labels()
+    tr, va = store.split_rows("train"), store.split_rows("val")
     if not va.size:
         raise SystemExit(f"{args.store} has no validation rows; extract with dataset.val_per_class > 0")
-    names = sorted(g["features"].group_keys())
+    names = sorted(fs["name"] for fs in store.config["feature_sets"] if store.has_features(fs["name"]))
     grids = {n: [float(v) for v in DEFAULT_GRID.split(",")] for n in names}
     grids.update({k: [float(v) for v in vs.split(",")] for k, _, vs in (a.partition("=") for a in args.grid)})
     shipped = {n: 1e-4 for n in names}
@@ -55,7 +53,7 @@ def main() -> None:
     for name in names:
         t0 = time.perf_counter()
         lams = sorted(set(grids[name]) | {shipped[name]})
-        X = np.asarray(g[f"features/{name}/X"][0 : va.max() + 1])
+        X = np.asarray(store.features(name)[0 : va.max() + 1])
         ests = fit_lambda_grid(X[tr], labels[tr], lams, epochs=args.epochs, mode="block", random_state=0)
         per_set[name] = {}
         for lam, est in zip(lams, ests):
