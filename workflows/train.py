@@ -101,7 +101,8 @@ class TrainPlan:
 def train_params(exp: Experiment, name: str | None = None) -> dict[str, Any]:
     """``OneVsAllASGD`` settings of the run (eqs. 3-9 parameters); with ``name``, that set's lambda."""
     t = exp.train
-    return {"lam": float(t.lam) if name is None else t.lam_of(name), "eta0": None if t.eta0 is None else float(t.eta0), "c": float(t.c),
+    return {"lam": float(t.lam) if name is None else t.lam_of(name),
+            "eta0": None if t.eta0 is None else float(t.eta0), "c": float(t.c),
             "average": t.average, "fit_intercept": bool(t.fit_intercept), "mode": t.mode}
 
 
