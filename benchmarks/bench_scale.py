@@ -22,8 +22,8 @@ the path ``lsic train`` takes:
 The limit model is measured in the same run, on this machine and its load:
 the margin GEMM rate (a stored chunk times a (classes x dims) float32 matrix,
 numpy's BLAS on all cores, median of 3) and the read+decompress rate of the
-same chunks (``X[a:b]`` of the store in one thread, as the actor's prefetch
-reads them). ``limit_s = max(2 * rows * classes * dims / gemm_flops_per_s,
+same chunks (``FeatureStore.read_chunk`` into a reused buffer in one thread,
+as the actor's prefetch reads them). ``limit_s = max(2 * rows * classes * dims / gemm_flops_per_s,
 decoded bytes of the training chunks / read_bytes_per_s)``. The GEMM term counts
 the block-mode margins only; the rank updates of the hinge-active pairs come
 on top (they are numba loops, not BLAS, and depend on how many pairs are active).
@@ -83,12 +83,11 @@ def gemm_rate(X: np.ndarray, n_classes: int, repeats: int = 3) -> float:
 def read_rate(url: str, chunks: list[int]) -> tuple[float, float]:
     """Decoded bytes/s and stored bytes/s of reading ``chunks`` of set ``f`` in one thread (read + zstd decode)."""
     store = FeatureStore.open(url)
-    X = store.features("f")
+    buf = np.zeros((store.chunk_rows, store.features("f").shape[1]), np.float32)  # reused, as the actor does
     decoded = 0
     t = time.perf_counter()
     for k in chunks:
-        a, b = store.chunk_bounds(k)
-        decoded += np.asarray(X[a:b]).nbytes
+        decoded += store.read_chunk("f", k, out=buf).nbytes
     s = time.perf_counter() - t
     stored = store.feature_bytes("f") * len(chunks) / max(1, -(-store.n_images // store.chunk_rows))
     return decoded / s, stored / s

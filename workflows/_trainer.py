@@ -100,6 +100,9 @@ class ClassBlockTrainer:
         self._usable[FIT] = self._usable[TRAIN] | self._usable[VAL]
         self._X = {s: self._store.features(s) for s in self.sets}  # handles opened once
         self.n_features = {s: int(self._X[s].shape[1]) for s in self.sets}
+        # decode and row buffers of chunks released by the caller: at most three per set
+        # (the chunk in use, the one prefetched, the one being decoded)
+        self._free: dict[str, list[np.ndarray]] = {s: [] for s in self.sets}
         self.models: dict[tuple[str, str], OneVsAllASGD] = {}
         self.epoch = 0
         self.loads = {"train": 0, "val": 0, "test": 0}
@@ -161,20 +164,41 @@ class ClassBlockTrainer:
         out: dict[str, Any] = {"k": k, "rows": a + keep, "y": self._labels[a:b][keep],
                                "train": self._split[a:b][keep] == TRAIN}
         nbytes = 0
+        held: list[tuple[str, np.ndarray]] = []
         for name in self.sets:
-            X = np.asarray(self._X[name][a:b])
+            raw = self._take_buffer(name)
+            X = self._store.read_chunk(name, k, out=raw)
             if keep.size != X.shape[0] or shuffle is not None:
-                X = np.ascontiguousarray(X[keep])
+                rows_buf = self._take_buffer(name)
+                X = np.take(X, keep, axis=0, out=rows_buf.reshape(-1)[:keep.size * X.shape[1]].reshape(keep.size, -1))
+                self._give_buffer(name, raw)
+                raw = rows_buf
+            held.append((name, raw))
             out[name] = X
             nbytes += X.nbytes
         out["nbytes"] = nbytes
+        out["_buffers"] = held
         with self._lock:
             self.loads["train" if purpose == "fit" else purpose] += 1
             self._held += nbytes
             self.peak_chunk_bytes = max(self.peak_chunk_bytes, self._held)
         return out
 
+    def _take_buffer(self, name: str) -> np.ndarray:
+        """A (chunk_rows, dim) float32 buffer of set ``name``: reused, as fresh 64 MB arrays cost page faults."""
+        with self._lock:
+            free = self._free[name]
+            if free:
+                return free.pop()
+        return np.empty((self.chunk_rows, self.n_features[name]), np.float32)
+
+    def _give_buffer(self, name: str, buf: np.ndarray) -> None:
+        with self._lock:
+            self._free[name].append(buf)
+
     def _release(self, chunk: dict[str, Any]) -> None:
+        for name, buf in chunk.get("_buffers", ()):
+            self._give_buffer(name, buf)
         with self._lock:
             self._held -= chunk["nbytes"]
         chunk.clear()

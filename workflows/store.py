@@ -226,6 +226,35 @@ class CountingStore(WrapperStore):
             yield key, buf
 
 
+def _decode_chunk_into(arr: zarr.Array, index: tuple[int, int], out: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Blosc-decode chunk ``index`` of a little-endian float32 ``arr`` into ``out``; False: not that kind of array.
+
+    Uses zarr's chunk keys and async store interface (``zarr.core``, stable
+    through 3.x); anything unexpected returns False so that the caller reads
+    through zarr instead.
+    """
+    try:
+        from numcodecs import blosc
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.sync import sync
+
+        md = arr.metadata
+        codecs = tuple(getattr(md, "codecs", ()))
+        if (len(codecs) != 2 or not isinstance(codecs[0], zarr.codecs.BytesCodec)
+                or str(getattr(codecs[0].endian, "value", codecs[0].endian)) != "little"
+                or not isinstance(codecs[1], zarr.codecs.BloscCodec) or arr.dtype != np.float32
+                or tuple(arr.chunks) != shape):
+            return False
+        raw = sync((arr.store_path / md.encode_chunk_key(index)).get(prototype=default_buffer_prototype()))
+    except Exception:  # noqa: BLE001 - the zarr path below reads any array
+        return False
+    if raw is None:  # never written: the fill value
+        out.fill(float(np.float32(arr.fill_value or 0)))
+        return True
+    blosc.decompress(raw.as_numpy_array(), out)
+    return True
+
+
 _MISSING = ("GroupNotFoundError", "NodeNotFoundError", "PathNotFoundError")
 
 
@@ -558,6 +587,28 @@ class FeatureStore:
         if not self.has_features(name):
             raise StoreError(f"store has no features of set {name!r}; run `lsic extract` with this config first")
         return self.group[f"{features_path(name)}/X"]
+
+    def read_chunk(self, name: str, k: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows of row chunk ``k`` of ``features/<name>/X``: a (b - a, dim) float32 array.
+
+        The chunk's stored bytes are Blosc-decoded straight into ``out`` (a
+        C-contiguous float32 buffer of at least the array's chunk shape, reused
+        by the caller across chunks), bypassing zarr's codec pipeline: at
+        1,024 x 16,384 that pipeline takes 4x the Blosc decode itself (fresh
+        buffers, copies), and training decodes every chunk every epoch. Arrays
+        with other codecs or chunkings, and any zarr without the internals used
+        here, take ``X[a:b]``; the result is the same.
+        """
+        arr = self.features(name)
+        a, b = self.chunk_bounds(k)
+        shape = tuple(arr.chunks)
+        if out is None or out.dtype != np.float32 or not out.flags.c_contiguous or out.size < shape[0] * shape[1]:
+            out = np.empty(shape, np.float32)
+        buf = out.reshape(-1)[:shape[0] * shape[1]].reshape(shape)
+        if shape[1] == arr.shape[1] and _decode_chunk_into(arr, (k * self.chunk_rows // shape[0], 0), buf, shape):
+            return buf[:b - a]
+        buf[:b - a] = arr[a:b]
+        return buf[:b - a]
 
     def create_features(self, name: str, dim: int, feature_set: FeatureSet | None = None, *,
                         sparse: bool | None = None) -> zarr.Array:
