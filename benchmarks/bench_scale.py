@@ -23,10 +23,14 @@ The limit model is measured in the same run, on this machine and its load:
 the margin GEMM rate (a stored chunk times a (classes x dims) float32 matrix,
 numpy's BLAS on all cores, median of 3) and the read+decompress rate of the
 same chunks (``FeatureStore.read_chunk`` into a reused buffer in one thread,
-as the actor's prefetch reads them). ``limit_s = max(2 * rows * classes * dims / gemm_flops_per_s,
-decoded bytes of the training chunks / read_bytes_per_s)``. The GEMM term counts
-the block-mode margins only; the rank updates of the hinge-active pairs come
-on top (they are numba loops, not BLAS, and depend on how many pairs are active).
+as the actor's prefetch reads them). ``limit_s = max(2 * (rows + val_rows) *
+classes * dims / gemm_flops_per_s, decoded bytes of the training chunks /
+read_bytes_per_s)``: the flops of an epoch of the main run are the block-mode
+margins of every training row and the scores of every validation row (the run
+validates each epoch, and the epoch's time includes it). The rank updates of
+the hinge-active pairs are left out (numba loops, not BLAS; at the default
+``--signal`` 0.2% of the (row, class) pairs are active, which adds 0.8% to the
+flops: v and u of each active pair).
 
 The last line is one JSON object. Single runs, not medians of 5: one full
 run takes hours on 2 cores.
@@ -202,7 +206,9 @@ def main() -> None:
         a, b = store.chunk_bounds(sample[0])
         flops_rate = gemm_rate(np.asarray(store.features("f")[a:b]), args.classes)
         decoded_per_epoch = sum(int(np.diff(store.chunk_bounds(k))[0]) for k in train_chunks) * args.dims * 4
-        flops = 2.0 * args.rows * args.classes * args.dims
+        # an epoch of the main run: the margins of every training row, then the scores of every
+        # validation row (validate_each_epoch; the epoch's time includes them)
+        flops = 2.0 * (args.rows + n_eval) * args.classes * args.dims
         compute_s, read_s = flops / flops_rate, decoded_per_epoch / dec_rate
         out.update({"gemm_gflops": round(flops_rate / 1e9, 2), "read_decode_mb_per_s": round(dec_rate / 2**20, 1),
                     "read_stored_mb_per_s": round(stored_rate / 2**20, 1),

@@ -107,16 +107,17 @@ def _recall(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _store_sizes(descs, books) -> dict[str, dict[str, float]]:
-    """Per set: non-zeros per feature row and bytes per row as the store writes it (Blosc zstd 3; byte
-    shuffle for dense SVC features, none for sparse LCC ones: ``lsic.workflows.store.SPARSE_CODINGS``)."""
+    """Per set: non-zeros per feature row and bytes per row as the store writes it (the store's codecs:
+    ``COMPRESSOR`` for dense SVC features, ``SPARSE_COMPRESSOR`` for LCC ones, ``SPARSE_CODINGS``)."""
     from numcodecs import Blosc
 
-    from lsic.workflows.store import SPARSE_CODINGS
+    from lsic.workflows.store import COMPRESSOR, SPARSE_CODINGS, SPARSE_COMPRESSOR
 
     out = {}
     for n, fs in TABLE1.items():
-        codec = Blosc(cname="zstd", clevel=3,
-                      shuffle=Blosc.NOSHUFFLE if fs.coding in SPARSE_CODINGS else Blosc.SHUFFLE)
+        z = SPARSE_COMPRESSOR if fs.coding in SPARSE_CODINGS else COMPRESSOR
+        codec = Blosc(cname=z.cname.value, clevel=z.clevel,
+                      shuffle={"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE}[z.shuffle.value])
         X = np.stack([encode_pool(d[fs.descriptor], books[n]) for d in descs])
         out[n] = {
             "dim": fs.dim,
