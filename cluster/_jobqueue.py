@@ -23,7 +23,7 @@ from dask.utils import format_bytes, parse_bytes
 from lsic.pipeline._errors import ClusterError
 
 from ._security import protocol_for
-from .config import JOBQUEUE_CLASSES, ClusterSettings
+from .config import JOBQUEUE_CLASSES, PROFILE_KEY, ClusterSettings
 
 log = logging.getLogger("lsic.cluster")
 
@@ -99,6 +99,14 @@ def jobqueue_sizing(settings: ClusterSettings) -> tuple[dict[str, Any], int, int
     if PRELOAD_NANNY not in extra:
         extra += ["--preload-nanny", PRELOAD_NANNY]
     kwargs["worker_extra_args"] = extra
+    if not settings.worker_profile:
+        # the job's nanny reads it from its environment and passes it to its worker process
+        env = "export DASK_" + "__".join(part.upper() for part in PROFILE_KEY.split(".")) + "=False"
+        prologue = kwargs.get("job_script_prologue", dask.config.get(f"jobqueue.{kind}.job-script-prologue", None))
+        prologue = list(prologue or [])
+        if env not in prologue:
+            prologue.append(env)
+        kwargs["job_script_prologue"] = prologue
     if processes is not None:
         kwargs["processes"] = processes
     if settings.memory_limit is not None and "memory" not in kwargs:

@@ -12,7 +12,7 @@ from dask.system import CPU_COUNT
 from lsic.pipeline._errors import ClusterError
 
 from ._security import protocol_for
-from .config import ClusterSettings
+from .config import PROFILE_KEY, ClusterSettings
 
 log = logging.getLogger("lsic.cluster")
 
@@ -63,8 +63,12 @@ def start_local(settings: ClusterSettings, security: Any | None) -> LocalCluster
     from .worker_env import pre_spawn_environ
 
     try:
-        # the nannies read their pre-spawn environment when they are created, here
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn_environ()}):
+        # the nannies read their pre-spawn environment and the config they pass to their
+        # worker processes when they are created, here
+        worker_config: dict[str, Any] = {"distributed.nanny.pre-spawn-environ": pre_spawn_environ()}
+        if not settings.worker_profile:
+            worker_config[PROFILE_KEY] = False
+        with dask.config.set(worker_config):
             cluster = LocalCluster(**kwargs)
     except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

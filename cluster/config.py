@@ -39,6 +39,9 @@ JOBQUEUE_CLASSES: dict[str, str] = {
     "lsf": "LSFCluster",
 }
 
+#: dask config key of the workers' statistical profiler (see ``train-worker-profile`` in cluster.yaml)
+PROFILE_KEY = "distributed.worker.profile.enabled"
+
 _DEFAULTS_FILE = os.path.join(os.path.dirname(__file__), "cluster.yaml")
 
 # override keys lsic itself understands (python spelling; "-" is accepted for "_")
@@ -58,6 +61,7 @@ _OWN_KEYS = frozenset(
         "tls_key",
         "performance_report",
         "report_dir",
+        "train_worker_profile",
     }
 )
 
@@ -126,6 +130,9 @@ class ClusterSettings:
         Folder for the performance report, or ``None`` for no report.
     jobqueue : dict
         Keyword overrides for the dask-jobqueue class (python spelling).
+    worker_profile : bool
+        Dask's statistical profiler runs in the workers lsic starts (off for
+        the ``train`` stage unless ``lsic.cluster.train-worker-profile``).
     """
 
     kind: str
@@ -143,6 +150,7 @@ class ClusterSettings:
     require_encryption: bool = True
     report_dir: str | None = None
     jobqueue: dict[str, Any] = field(default_factory=dict)
+    worker_profile: bool = True
 
 
 def _cfg(key: str, default: Any = None) -> Any:
@@ -230,6 +238,9 @@ def resolve(kind: str | None, stage: str | None, overrides: dict[str, Any]) -> C
     else:
         report_dir = os.fspath(report)
 
+    profile = pick("train_worker_profile")
+    if not isinstance(profile, bool):
+        raise ConfigError(f"cluster.train-worker-profile={profile!r} must be true or false")
     memory_limit = pick("memory_limit")
     jobqueue = {str(k).replace("-", "_"): v for k, v in (_cfg("jobqueue", {}) or {}).items()}
     jobqueue.update({k: v for k, v in given.items() if k in jq_keys and k not in _OWN_KEYS})
@@ -250,4 +261,5 @@ def resolve(kind: str | None, stage: str | None, overrides: dict[str, Any]) -> C
         require_encryption=bool(_cfg("tls.require-encryption", True)),
         report_dir=report_dir,
         jobqueue=jobqueue,
+        worker_profile=profile or stage != "train",
     )

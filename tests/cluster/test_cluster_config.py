@@ -45,6 +45,7 @@ def test_dash_and_underscore_spellings():
         ("local", None, {"workers": "two"}, "cluster.workers='two'"),
         ("local", None, {"timeout": "soon"}, "cluster.timeout='soon'"),
         ("local", None, {"tls_ca_file": "/nonexistent/ca.pem"}, "tls.cert"),
+        ("local", "train", {"train_worker_profile": "no"}, "train-worker-profile='no'"),
     ],
 )
 def test_bad_settings_are_one_line_config_errors(kind, stage, overrides, needle):
@@ -141,6 +142,22 @@ def test_slurm_job_script_text_per_stage():
     assert "--nthreads 16" in worker and "--nworkers" not in worker  # one process, 16 threads
     worker = [ln for ln in extract.splitlines() if "dask_worker" in ln][0]
     assert "--nthreads 1" in worker and "--nworkers 16" in worker  # 16 single-threaded processes
+
+
+def test_training_jobs_turn_the_worker_profiler_off_unless_asked():
+    export = "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False"
+    with dask.config.set({"jobqueue.slurm.job-script-prologue": ["module load site-python"]}):
+        train = job_script("slurm", stage="train", cores=4, memory="8GB").splitlines()
+        extract = job_script("slurm", stage="extract", cores=4, memory="8GB").splitlines()
+        with dask.config.set({"lsic.cluster.train-worker-profile": True}):
+            kept = job_script("slurm", stage="train", cores=4, memory="8GB").splitlines()
+    # before the worker starts, after the site's own prologue (kept)
+    assert train.index("module load site-python") < train.index(export) < [
+        i for i, ln in enumerate(train) if "dask_worker" in ln][0]
+    assert export not in extract and export not in kept and "module load site-python" in extract
+    assert resolve("local", "train", {}).worker_profile is False
+    assert resolve("local", "extract", {}).worker_profile is True
+    assert resolve("local", "train", {"train_worker_profile": True}).worker_profile is True
 
 
 def test_pbs_and_sge_job_script_text():

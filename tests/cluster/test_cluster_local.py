@@ -52,10 +52,18 @@ def test_local_workers_keep_glibc_malloc_thresholds(monkeypatch):
         assert list(client.run(_malloc_trim).values()) == [None]
 
 
+def _profiling(dask_worker):
+    return "profile" in dask_worker.periodic_callbacks
+
+
 def test_local_train_is_one_process_with_every_core():
     with make_client("local", stage="train") as client:
         workers = client.scheduler_info()["workers"]
         assert [w["nthreads"] for w in workers.values()] == [CPU_COUNT]
+        # no statistical profiler in training workers (cluster.yaml: train-worker-profile)
+        assert list(client.run(_profiling).values()) == [False]
+    with make_client("local", stage="extract", workers=1) as client:
+        assert list(client.run(_profiling).values()) == [True]
 
 
 def test_performance_report_written_on_close(tmp_path):

@@ -129,6 +129,8 @@ def test_train_sizing_is_one_worker_per_job_with_all_cores(slurm_config):
         assert [w["nthreads"] for w in workers.values()] == [2, 2]
         jobs = set(client.run(lambda: os.environ.get("SLURM_JOB_ID")).values())
         assert len(jobs) == 2 and None not in jobs  # one job (host) per worker
+        # the job script's export reached the workers: no statistical profiler while training
+        assert set(client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks).values()) == {False}
         actors = [client.submit(Counter, i, actor=True, workers=[w]).result() for i, w in enumerate(sorted(workers))]
         assert [a.increment(1).result() for a in actors] == [1, 2]
         assert {a.where().result()[1] for a in actors} == jobs  # one actor per job
