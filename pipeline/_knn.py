@@ -1,8 +1,10 @@
 """k nearest codewords of LCC (paper §3.1, eq. 1): exact tiled search and an inverted-file (IVF) approximation.
 
-Both search the squared Euclidean distance through ``||b||^2 - 2 z . b``
-(one GEMM per tile) and keep a running top-k per descriptor, so the n x p
-distance matrix never exists.
+Both search the squared Euclidean distance through ``||b||^2 - 2 z . b``,
+which one GEMM per tile yields directly with the norms folded into it
+(``[z, 1] @ [-2 b, ||b||^2].T``: the selection then reads the tile without
+arithmetic, 3-5% faster than adding the norms after the GEMM), and keep a
+running top-k per descriptor, so the n x p distance matrix never exists.
 
 References
 ----------
@@ -36,6 +38,25 @@ def _norms(B: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", B, B).astype(np.float32)
 
 
+def _lift(Z: np.ndarray) -> np.ndarray:
+    """(n, d + 1) float32 ``[z, 1]``: the descriptor side of the folded GEMM."""
+    out = np.empty((Z.shape[0], Z.shape[1] + 1), dtype=np.float32)
+    out[:, :-1] = Z
+    out[:, -1] = 1.0
+    return out
+
+
+def _fold(B: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """(p, d + 1) float32 ``[-2 b, ||b||^2]``: ``[z, 1] . [-2 b, ||b||^2] = ||z - b||^2 - ||z||^2``.
+
+    ``-2 b`` is exact in float32, so only the GEMM's summation order rounds.
+    """
+    out = np.empty((B.shape[0], B.shape[1] + 1), dtype=np.float32)
+    np.multiply(B, np.float32(-2.0), out=out[:, :-1])
+    out[:, -1] = bb
+    return out
+
+
 def _start(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n, k), np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int32)
 
@@ -64,19 +85,25 @@ def knn_exact(
     -------
     ndarray (n, k) int32, nearest first; of equal distances the lower index first.
     """
-    n, p = Z.shape[0], B.shape[0]
+    return _knn_folded(_lift(Z), _fold(B, bb), k, tile_rows=tile_rows, tile_cols=tile_cols)
+
+
+def _knn_folded(Zl: np.ndarray, F: np.ndarray, k: int, *, tile_rows: int = TILE_ROWS,
+                tile_cols: int = TILE_COLS) -> np.ndarray:
+    """:func:`knn_exact` on the lifted descriptors ``[z, 1]`` and the folded codewords ``[-2 b, ||b||^2]``."""
+    n, p = Zl.shape[0], F.shape[0]
     vals, ids = _start(n, k)
     cols = np.arange(p, dtype=np.int32)
     rows = np.arange(n, dtype=np.int32)
     flat = np.empty(min(tile_rows, max(n, 1)) * min(tile_cols, p), dtype=np.float32)
     for r0 in range(0, n, tile_rows):
-        zr = Z[r0 : r0 + tile_rows]
+        zr = Zl[r0 : r0 + tile_rows]
         rr = rows[r0 : r0 + tile_rows]
         for c0 in range(0, p, tile_cols):
-            Bc = B[c0 : c0 + tile_cols]
+            Fc = F[c0 : c0 + tile_cols]
             # a contiguous tile at the edges too: BLAS writes it directly, numba compiles one layout
-            t = np.matmul(zr, Bc.T, out=flat[: zr.shape[0] * Bc.shape[0]].reshape(zr.shape[0], Bc.shape[0]))
-            _k.topk_update(t, bb[c0 : c0 + tile_cols], cols[c0 : c0 + tile_cols], rr, vals, ids)
+            t = np.matmul(zr, Fc.T, out=flat[: zr.shape[0] * Fc.shape[0]].reshape(zr.shape[0], Fc.shape[0]))
+            _k.topk_merge(t, cols[c0 : c0 + tile_cols], rr, vals, ids)
     return ids
 
 
@@ -96,6 +123,10 @@ class IVFIndex(NamedTuple):
         Codewords in list order (``B[order]``), so that a list is one slice.
     norms : ndarray (p,) float32
         ``||b||^2`` in list order.
+    folded : ndarray (p, d + 1) float32
+        ``[-2 b, ||b||^2]`` in list order (the codeword side of the folded GEMM).
+    coarse_folded : ndarray (L, d + 1) float32
+        The same of the coarse centroids.
     """
 
     coarse: np.ndarray
@@ -104,6 +135,8 @@ class IVFIndex(NamedTuple):
     order: np.ndarray
     centers: np.ndarray
     norms: np.ndarray
+    folded: np.ndarray
+    coarse_folded: np.ndarray
 
     @property
     def n_lists(self) -> int:
@@ -157,7 +190,8 @@ def build_ivf(B: np.ndarray, n_lists: int | None = None, *, seed: int = 0) -> IV
     offsets = np.zeros(L + 1, dtype=np.int64)
     np.cumsum(np.bincount(assign, minlength=L), out=offsets[1:])
     Bs = np.ascontiguousarray(B[order])
-    return IVFIndex(C, _norms(C), offsets, order, Bs, _norms(Bs))
+    cn, bn = _norms(C), _norms(Bs)
+    return IVFIndex(C, cn, offsets, order, Bs, bn, _fold(Bs, bn), _fold(C, cn))
 
 
 def knn_ivf(
@@ -184,26 +218,27 @@ def knn_ivf(
     """
     n = Z.shape[0]
     L = index.n_lists
-    probes = knn_exact(Z, index.coarse, index.coarse_norms, n_probe)
+    Zl = _lift(Z)
+    probes = _knn_folded(Zl, index.coarse_folded, n_probe)
     offsets = np.empty(L + 1, dtype=np.int64)
     rows = np.empty(n * n_probe, dtype=np.int32)
     _k.group_by_list(probes, L, offsets, rows)
     vals, ids = _start(n, k)
     longest = int(np.diff(index.offsets).max()) if L else 0
     flat = np.empty(tile_rows * max(longest, 1), dtype=np.float32)
-    q_buf = np.empty((tile_rows, Z.shape[1]), dtype=np.float32)
+    q_buf = np.empty((tile_rows, Zl.shape[1]), dtype=np.float32)
     for q in range(L):
         c0, c1 = index.offsets[q], index.offsets[q + 1]
         if c1 == c0:
             continue
-        Bq = index.centers[c0:c1]
-        bq = index.norms[c0:c1]
+        Fq = index.folded[c0:c1]
         oq = index.order[c0:c1]
         for r0 in range(offsets[q], offsets[q + 1], tile_rows):
             rr = rows[r0 : min(r0 + tile_rows, offsets[q + 1])]
-            zq = np.take(Z, rr, axis=0, out=q_buf[: rr.shape[0]])
-            t = np.matmul(zq, Bq.T, out=flat[: rr.shape[0] * (c1 - c0)].reshape(rr.shape[0], c1 - c0))
-            _k.topk_update(t, bq, oq, rr, vals, ids)
+            # mode="clip": with the default, take buffers ``out`` (3x slower; ``rr`` is in range)
+            zq = np.take(Zl, rr, axis=0, mode="clip", out=q_buf[: rr.shape[0]])
+            t = np.matmul(zq, Fq.T, out=flat[: rr.shape[0] * (c1 - c0)].reshape(rr.shape[0], c1 - c0))
+            _k.topk_merge(t, oq, rr, vals, ids)
     short = np.flatnonzero(ids[:, k - 1] < 0)
     if short.size:
         B = np.empty_like(index.centers)

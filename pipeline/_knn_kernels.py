@@ -23,14 +23,13 @@ def _insert(vals, ids, v, j):
 
 
 @nb.njit(nogil=True, cache=True, fastmath=True)
-def topk_update(zb, bb, col_ids, row_ids, vals, ids):
-    """Merge one GEMM tile into the running k smallest ``bb[j] - 2 z . b_j`` of each of its rows.
+def topk_merge(dist, col_ids, row_ids, vals, ids):
+    """Merge one tile of distances into the running k smallest of each of its rows.
 
-    ``bb[j] - 2 z . b_j`` is the squared distance ``||z - b_j||^2`` minus
-    ``||z||^2``, a per-row constant, so it ranks codewords the same way.
-
-    zb : (m, c) float32, the tile ``Z[row_ids] @ B[col_ids].T``;
-    bb : (c,) float32, ``||b||^2`` of the tile's codewords;
+    dist : (m, c) float32, the tile ``[z, 1] @ [-2 b, ||b||^2].T`` of
+    :func:`lsic.pipeline._knn.knn_exact`: ``||z - b_j||^2 - ||z||^2``, a
+    per-row constant away from the squared distance, so it ranks codewords
+    the same way;
     col_ids : (c,) int32, codeword index of each tile column;
     row_ids : (m,) int32, descriptor index of each tile row;
     vals, ids : (n, k) float32 / int32, the running lists, ascending, filled
@@ -40,32 +39,29 @@ def topk_update(zb, bb, col_ids, row_ids, vals, ids):
     tile is still in cache after the GEMM) is compared with the row's current
     k-th smallest value; only chunks below it are scanned and inserted. After
     the first few tiles almost no chunk passes, so the cost is one read of
-    the tile. ``2 x`` is exact in float32, so ``bb - 2 x`` rounds the same
-    with or without a fused multiply-add: the test and the insertion agree.
+    the tile.
     """
-    m, c = zb.shape
+    m, c = dist.shape
     k = vals.shape[1]
     full = c // _CHUNK
-    two = np.float32(2.0)
     for i in range(m):
         r = row_ids[i]
         rv = vals[r]
         ri = ids[r]
         thr = rv[k - 1]
-        row = zb[i]
+        row = dist[i]
         for q in range(full):
             base = q * _CHUNK
             mn = np.float32(np.inf)
             for j in range(base, base + _CHUNK):
-                v = bb[j] - two * row[j]
-                mn = min(mn, v)
+                mn = min(mn, row[j])
             if mn < thr:
                 for j in range(base, base + _CHUNK):
-                    v = bb[j] - two * row[j]
+                    v = row[j]
                     if v < thr:
                         thr = _insert(rv, ri, v, col_ids[j])
         for j in range(full * _CHUNK, c):
-            v = bb[j] - two * row[j]
+            v = row[j]
             if v < thr:
                 thr = _insert(rv, ri, v, col_ids[j])
 
