@@ -357,6 +357,7 @@ class FeatureStore:
         self.group = group
         self.url = url
         self.storage_options = dict(storage_options or {})
+        self._readers: dict[str, zarr.Array] = {}  # feature arrays opened by read_chunk
 
     # ------------------------------------------------------------------ opening
 
@@ -598,12 +599,16 @@ class FeatureStore:
         The chunk's stored bytes are Blosc-decoded straight into ``out`` (a
         C-contiguous float32 buffer of at least the array's chunk shape, reused
         by the caller across chunks), bypassing zarr's codec pipeline: at
-        1,024 x 16,384 that pipeline takes 4x the Blosc decode itself (fresh
-        buffers, copies), and training decodes every chunk every epoch. Arrays
-        with other codecs or chunkings, and any zarr without the internals used
-        here, take ``X[a:b]``; the result is the same.
+        1,024 x 16,384 that pipeline took 0.33 s against 0.12 s for the Blosc
+        decode itself (fresh buffers, page faults, copies), and training decodes
+        every chunk every epoch. Arrays with other codecs or chunkings, and any
+        zarr without the internals used here, take ``X[a:b]``; the result is
+        the same. The array handle is opened once per set (no metadata request
+        per chunk on an object store).
         """
-        arr = self.features(name)
+        arr = self._readers.get(name)
+        if arr is None:
+            arr = self._readers[name] = self.features(name)
         a, b = self.chunk_bounds(k)
         shape = tuple(arr.chunks)
         if out is None or out.dtype != np.float32 or not out.flags.c_contiguous or out.size < shape[0] * shape[1]:
