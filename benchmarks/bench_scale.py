@@ -4,7 +4,7 @@ A synthetic store of LCC-like rows (non-negative, ~26% non-zeros,
 L2-normalised, sparse class prototypes plus noise: a linear SVM learns
 them) is written through ``FeatureStore.write`` by
 ``lsic.workflows._synthetic.write_lcc_like_store`` (the extraction layout,
-zstd, chunk by chunk, never the whole array in memory), then trained with
+the LCC codec, chunk by chunk, never the whole array in memory), then trained with
 ``run_train`` on a local cluster from ``lsic.cluster.make_client(stage="train")``,
 the path ``lsic train`` takes:
 
@@ -89,7 +89,7 @@ def gemm_rate(X: np.ndarray, n_classes: int, repeats: int = 5) -> float:
 
 
 def read_rate(url: str, chunks: list[int]) -> tuple[float, float]:
-    """Decoded bytes/s and stored bytes/s of reading ``chunks`` of set ``f`` in one thread (read + zstd decode)."""
+    """Decoded bytes/s and stored bytes/s of reading ``chunks`` of set ``f`` in one thread (read + decode)."""
     store = FeatureStore.open(url)
     buf = np.zeros((store.chunk_rows, store.features("f").shape[1]), np.float32)  # reused, as the actor does
     decoded = 0

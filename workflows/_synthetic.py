@@ -3,7 +3,7 @@
 ``benchmarks/bench_scale.py`` and ``tests/workflows/test_scale.py`` share
 :func:`write_lcc_like_store`: it writes a complete extracted store through
 :meth:`FeatureStore.write <lsic.workflows.store.FeatureStore.write>` (the same
-layout, zstd codec, region writes and marks as extraction), generating the
+layout, codecs, region writes and marks as extraction), generating the
 rows one chunk at a time so that stores larger than memory can be written.
 """
 

@@ -230,8 +230,11 @@ class CountingStore(WrapperStore):
             yield key, buf
 
 
-def _decode_chunk_into(arr: zarr.Array, index: tuple[int, int], out: np.ndarray, shape: tuple[int, ...]) -> bool:
-    """Blosc-decode chunk ``index`` of a little-endian float32 ``arr`` into ``out``; False: not that kind of array.
+def _decode_chunk_into(arr: zarr.Array, index: tuple[int, int], out: np.ndarray) -> bool:
+    """Blosc-decode chunk ``index`` of ``arr`` into ``out`` (of the chunk's shape); False: not that kind of array.
+
+    That kind: little-endian float32, Blosc-compressed, chunks spanning the
+    array's full width.
 
     Uses zarr's chunk keys and async store interface (``zarr.core``, stable
     through 3.x); anything unexpected returns False so that the caller reads
@@ -247,7 +250,7 @@ def _decode_chunk_into(arr: zarr.Array, index: tuple[int, int], out: np.ndarray,
         if (len(codecs) != 2 or not isinstance(codecs[0], zarr.codecs.BytesCodec)
                 or str(getattr(codecs[0].endian, "value", codecs[0].endian)) != "little"
                 or not isinstance(codecs[1], zarr.codecs.BloscCodec) or arr.dtype != np.float32
-                or tuple(arr.chunks) != shape):
+                or arr.chunks[1] != arr.shape[1] or out.shape != tuple(arr.chunks)):
             return False
         raw = sync((arr.store_path / md.encode_chunk_key(index)).get(prototype=default_buffer_prototype()))
     except Exception:  # noqa: BLE001 - the zarr path below reads any array
@@ -614,7 +617,7 @@ class FeatureStore:
         if out is None or out.dtype != np.float32 or not out.flags.c_contiguous or out.size < shape[0] * shape[1]:
             out = np.empty(shape, np.float32)
         buf = out.reshape(-1)[:shape[0] * shape[1]].reshape(shape)
-        if shape[1] == arr.shape[1] and _decode_chunk_into(arr, (k * self.chunk_rows // shape[0], 0), buf, shape):
+        if _decode_chunk_into(arr, (k * self.chunk_rows // shape[0], 0), buf):
             return buf[:b - a]
         buf[:b - a] = arr[a:b]
         return buf[:b - a]

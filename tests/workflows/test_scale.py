@@ -78,7 +78,7 @@ def test_synthetic_rows_are_lcc_like_and_stored_as_generated(synthetic):
     n = N_TRAIN + N_VAL + N_TEST
     X = rows[0:n]
     assert X.dtype == np.float32 and X.shape == (n, DIM)
-    np.testing.assert_array_equal(np.asarray(store.features("f")[:]), X)  # lossless zstd, chunk-aligned writes
+    np.testing.assert_array_equal(np.asarray(store.features("f")[:]), X)  # lossless codec, chunk-aligned writes
     np.testing.assert_array_equal(rows[300:700], X[300:700])  # a slice across chunks is the same rows
     assert X.min() >= 0.0
     nnz = (X > 0).mean(axis=1)

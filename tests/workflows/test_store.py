@@ -166,7 +166,7 @@ def test_read_chunk_equals_zarr_slicing(tmp_path, url_kind):
             np.testing.assert_array_equal(got, ref[a:b])
             assert np.shares_memory(got, buf)  # decoded in place, no new chunk array
         arr = store.features(name)  # and by the direct decode, not zarr's fallback
-        assert layout._decode_chunk_into(arr, (1, 0), np.empty(arr.chunks, np.float32), arr.chunks)
+        assert layout._decode_chunk_into(arr, (1, 0), np.empty(arr.chunks, np.float32))
         assert store.read_chunk(name, 4).shape == (3, d)  # without a buffer: a new one
     # a chunk never written reads as the fill value (zeros), like zarr
     empty = store.create_features("blank", d, sparse=True)
@@ -184,7 +184,7 @@ def test_read_chunk_reads_other_codecs_through_zarr(tmp_path):
     grp = store.group[layout.features_path("f")]
     del grp["X"]
     grp.create_array("X", shape=(n, d), chunks=(4, d), dtype="float32", compressors=zarr.codecs.GzipCodec())[:] = X
-    assert not layout._decode_chunk_into(grp["X"], (0, 0), np.empty((4, d), np.float32), (4, d))
+    assert not layout._decode_chunk_into(grp["X"], (0, 0), np.empty((4, d), np.float32))
     for k in range(3):
         a, b = store.chunk_bounds(k)
         np.testing.assert_array_equal(store.read_chunk("f", k, out=np.empty((4, d), np.float32)), X[a:b])
