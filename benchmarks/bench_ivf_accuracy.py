@@ -67,7 +67,7 @@ def main() -> None:
         Xa = np.stack([encode_pool(d, book_ivf) for d in descs])
         Z = np.concatenate([d.values for d in descs[:: max(1, len(descs) // 40)]])
         ex = nearest_codewords(Z, book.centers, 20, center_norms=book.center_norms)
-        apx = nearest_codewords(Z, book.centers, 20, index=book_ivf.ivf, n_probe=ivf.ivf_probes)
+        apx = nearest_codewords(Z, book.centers, 20, index=book_ivf.ivf, n_probe=book_ivf.ivf_probes)
     recall = float(np.mean([len(set(a) & set(b)) / 20 for a, b in zip(apx, ex)]))
     y = np.array([c for _, c, _ in rows])
     tr = np.array([t for _, _, t in rows])
@@ -78,7 +78,7 @@ def main() -> None:
     res = {
         "classes": len(classes), "train_per_class": args.train, "test_rows": int((~tr).sum()),
         "codebook_size": args.codebook_size, "kappa": 20,
-        "n_lists": ivf.ivf_lists, "n_probe": ivf.ivf_probes, "knn_recall_approx": round(recall, 4),
+        "n_lists": ivf.ivf_lists, "n_probe": book_ivf.ivf_probes, "knn_recall_approx": round(recall, 4),
         "features_identical_rows": float(np.mean(np.all(X == Xa, axis=1))),
         "accuracy_exact": round(acc["exact"], 2), "accuracy_ivf": round(acc["ivf"], 2),
         "accuracy_diff_points": round(acc["ivf"] - acc["exact"], 2),

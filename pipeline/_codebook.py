@@ -9,7 +9,7 @@ import numpy as np
 
 from ._errors import ConfigError, DataError
 from ._feature_sets import FeatureSet
-from ._knn import IVFIndex, build_ivf
+from ._knn import IVFIndex, build_ivf, calibrate_n_probe
 from ._pca import fit_pca, pca_project
 
 __all__ = ["Codebook"]
@@ -78,6 +78,7 @@ class Codebook:
             )
         self.center_norms = np.einsum("ij,ij->i", self.centers, self.centers).astype(np.float32)
         self._ivf: IVFIndex | None = None
+        self._ivf_probes: int | None = None
 
     @property
     def ivf(self) -> IVFIndex:
@@ -89,6 +90,22 @@ class Codebook:
         if self._ivf is None:
             self._ivf = build_ivf(self.centers, self.feature_set.ivf_lists, seed=0)
         return self._ivf
+
+    @property
+    def ivf_probes(self) -> int:
+        """Lists each descriptor probes with ``knn="ivf"``: ``feature_set.n_probe``, or calibrated.
+
+        With ``n_probe: null``, the fewest lists whose recall reaches
+        ``feature_set.ivf_recall`` for kappa neighbours, estimated on 2,000
+        codewords used as queries (:func:`calibrate_n_probe`), computed on
+        first use with the index and kept. Deterministic, like the index.
+        """
+        fs = self.feature_set
+        if fs.n_probe is not None:
+            return fs.n_probe
+        if self._ivf_probes is None:
+            self._ivf_probes = calibrate_n_probe(self.centers, self.ivf, fs.kappa, fs.ivf_recall, seed=0)
+        return self._ivf_probes
 
     @classmethod
     def fit(

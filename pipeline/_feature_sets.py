@@ -64,9 +64,13 @@ class FeatureSet:
         per descriptor; approximate, for big codebooks). Ignored by SVC.
     n_probe : int or None, default None
         Lists probed per descriptor when ``knn="ivf"``, 1..``n_lists``
-        (None: a quarter of the lists; a fifth gave a 20-neighbour recall of
-        0.987-0.996 on HOG / HOG+LBP with Table 1's codebooks, a quarter
-        0.99 or more; see bench_table1.py).
+        (None: the fewest that reach ``ivf_recall``, calibrated on the
+        codebook when its index is built; see :meth:`Codebook.ivf_probes`).
+    ivf_recall : float, default 0.993
+        Target kappa-NN recall against exact search from which ``n_probe:
+        null`` is calibrated, in (0, 1]. 0.993 estimated on codewords gave
+        0.992-0.994 on descriptors (Table 1's codebooks, a fitted Caltech-101
+        codebook; README "Table 1 at the paper's scale").
     n_lists : int or None, default None
         Inverted lists when ``knn="ivf"`` (None: ``round(sqrt(codebook_size))``).
 
@@ -92,6 +96,7 @@ class FeatureSet:
     knn: str = "exact"
     n_probe: int | None = None
     n_lists: int | None = None
+    ivf_recall: float = 0.993
 
     def __post_init__(self) -> None:
         def bad(key: str, value: Any, fix: str) -> ConfigError:
@@ -144,11 +149,11 @@ class FeatureSet:
             or not 1 <= self.n_probe <= (self.ivf_lists if self.knn == "ivf" else self.n_probe)
         ):
             raise bad("n_probe", self.n_probe, f"use null or an integer in 1..n_lists ({self.ivf_lists})")
-
-    @property
-    def ivf_probes(self) -> int:
-        """Lists probed by ``knn="ivf"``: ``n_probe`` or a quarter of :attr:`ivf_lists` (at least 1)."""
-        return self.n_probe if self.n_probe is not None else max(1, round(self.ivf_lists / 4))
+        if isinstance(self.ivf_recall, bool) or not isinstance(self.ivf_recall, (int, float)) or not (
+            0 < self.ivf_recall <= 1
+        ):
+            raise bad("ivf_recall", self.ivf_recall, "use a number in (0, 1], e.g. 0.993")
+        object.__setattr__(self, "ivf_recall", float(self.ivf_recall))
 
     @property
     def ivf_lists(self) -> int:

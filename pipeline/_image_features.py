@@ -108,7 +108,7 @@ def encode_pool(desc: Descriptors, codebook: Codebook) -> np.ndarray:
         ivf = fs.knn == "ivf"
         codes = lcc_encode(
             Z, codebook.centers, fs.kappa, center_norms=codebook.center_norms,
-            index=codebook.ivf if ivf else None, n_probe=fs.ivf_probes,
+            index=codebook.ivf if ivf else None, n_probe=codebook.ivf_probes if ivf else 1,
         )
         x = pyramid_pool(codes, desc.xy, desc.image_shape, fs.pyramid, pooling=fs.pooling)
     elif fs.coding == "fv":

@@ -87,3 +87,70 @@ def group_by_list(probes, n_lists, offsets, rows):
             q = probes[i, t]
             rows[fill[q]] = i
             fill[q] += 1
+
+
+@nb.njit(nogil=True, cache=True)
+def smallest_k(dist, k, out):
+    """Column indices of the k smallest values of each row, ascending by index (not by value).
+
+    dist : (m, c) float32; k : 1 <= k <= c; out : (m, k) int32, written.
+
+    For the coarse probes of the inverted file, where k is a sizeable share
+    of c (a quarter of the lists or so) and the running sorted top-k of
+    :func:`topk_merge` shifts on nearly every value: a quickselect of the
+    k-th value on a copy of the row (deterministic median-of-three pivots),
+    then one pass keeping the values below it and, of values equal to it,
+    the lowest indices (the tie rule of :func:`topk_merge`).
+    """
+    m, c = dist.shape
+    buf = np.empty(c, dtype=np.float32)
+    kk = k - 1
+    for i in range(m):
+        row = dist[i]
+        for j in range(c):
+            buf[j] = row[j]
+        lo = 0
+        hi = c - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            a, b, d = buf[lo], buf[mid], buf[hi]
+            if a > b:
+                a, b = b, a
+            if b > d:
+                b = d
+                if a > b:
+                    b = a
+            pivot = b
+            s = lo
+            t = hi
+            while s <= t:
+                while buf[s] < pivot:
+                    s += 1
+                while buf[t] > pivot:
+                    t -= 1
+                if s <= t:
+                    buf[s], buf[t] = buf[t], buf[s]
+                    s += 1
+                    t -= 1
+            if kk <= t:
+                hi = t
+            elif kk >= s:
+                lo = s
+            else:
+                break
+        kth = buf[kk]
+        n_out = 0
+        below = 0
+        for j in range(c):
+            if row[j] < kth:
+                below += 1
+        ties = k - below
+        for j in range(c):
+            v = row[j]
+            if v < kth:
+                out[i, n_out] = j
+                n_out += 1
+            elif v == kth and ties > 0:
+                out[i, n_out] = j
+                n_out += 1
+                ties -= 1

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 #: setting -> the value that reproduces 0.1.0 (list sources' labels; LCC's neighbour search)
-LATER_DEFAULTS: dict[str, Any] = {"label_base": 0, "knn": "exact", "n_probe": None, "n_lists": None}
+LATER_DEFAULTS: dict[str, Any] = {"label_base": 0, "knn": "exact", "n_probe": None, "n_lists": None,
+                                  "ivf_recall": 0.993}
 
 
 def without_later_defaults(d: Mapping[str, Any]) -> dict[str, Any]:

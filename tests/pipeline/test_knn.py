@@ -8,7 +8,8 @@ from scipy.spatial.distance import cdist
 
 from lsic.pipeline import Codebook, ConfigError, FeatureSet, build_ivf, encode_pool, lcc_encode, nearest_codewords
 from lsic.pipeline._grid import Descriptors
-from lsic.pipeline._knn import knn_exact
+from lsic.pipeline._knn import calibrate_n_probe, knn_exact, probe_recall
+from lsic.pipeline._knn_kernels import smallest_k
 
 
 def _brute(Z, B, k):
@@ -145,9 +146,10 @@ def test_feature_set_knn_option_roundtrip_and_validation():
     assert FeatureSet.from_dict(fs.to_dict()) == fs
     assert fs.to_dict()["knn"] == "ivf" and fs.to_dict()["n_probe"] == 20
     assert FeatureSet.from_dict({**d, "n_lists": 100}).ivf_lists == 100
-    auto = FeatureSet.from_dict({**d, "n_probe": None})
-    assert auto.n_probe is None and auto.ivf_probes == 16  # a quarter of 64 lists
+    auto = FeatureSet.from_dict({**d, "n_probe": None, "ivf_recall": 0.98})
+    assert auto.n_probe is None and auto.ivf_recall == 0.98
     assert FeatureSet.from_dict(auto.to_dict()) == auto
+    assert FeatureSet.from_dict(d).ivf_recall == 0.993  # the default target
     assert FeatureSet("b", "hog", "lcc", 16, kappa=5).knn == "exact"  # exact stays the default
     FeatureSet("b", "hog", "lcc", 16, kappa=5, n_probe=24)  # n_probe past the lists is fine while knn is exact
     for key, value, msg in [
@@ -156,6 +158,9 @@ def test_feature_set_knn_option_roundtrip_and_validation():
         ("n_probe", 65, r"n_probe=65.*1\.\.n_lists \(64\)"),
         ("n_probe", True, "n_probe=True"),
         ("n_lists", 5000, "n_lists=5000"),
+        ("ivf_recall", 0, r"ivf_recall=0 .*\(0, 1\]"),
+        ("ivf_recall", 1.5, "ivf_recall=1.5"),
+        ("ivf_recall", "high", "ivf_recall='high'"),
     ]:
         with pytest.raises(ConfigError, match=msg):
             FeatureSet.from_dict({**d, key: value})
@@ -171,3 +176,57 @@ def test_encode_pool_uses_the_codebooks_ivf():
     x_exact = encode_pool(desc, Codebook(exact, B))
     np.testing.assert_array_equal(encode_pool(desc, Codebook(full, B)), x_exact)  # 16 of 16 lists
     assert not np.array_equal(encode_pool(desc, Codebook(one, B)), x_exact)  # one list: approximate
+
+
+@pytest.mark.parametrize("m, c, k", [(500, 91, 23), (300, 181, 45), (40, 7, 7), (40, 7, 1), (60, 33, 5)])
+def test_smallest_k_is_the_k_smallest_with_the_lower_index_on_ties(m, c, k):
+    rng = np.random.default_rng(m + c + k)
+    D = rng.standard_normal((m, c)).astype(np.float32)
+    D[:, ::3] = np.round(D[:, ::3])  # many exact ties, some at the k-th value
+    out = np.empty((m, k), dtype=np.int32)
+    smallest_k(D, k, out)
+    ref = np.sort(np.argsort(D, axis=1, kind="stable")[:, :k], axis=1)  # stable: lower index first on ties
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_probe_recall_is_the_recall_knn_ivf_gets():
+    Z, B = _clustered(600, 1024)
+    ix = build_ivf(B, n_lists=32)  # 32 codewords per list on average: no row falls back to exact
+    _, ref = _brute(Z, B, 10)
+    curve = probe_recall(Z, B, ix, 10)
+    assert curve.shape == (32,) and curve[-1] == pytest.approx(1.0)
+    assert (np.diff(curve) >= 0).all()
+    near_lists = np.argsort(cdist(Z, ix.coarse, "sqeuclidean"), axis=1, kind="stable")
+    sizes = np.diff(ix.offsets)
+    for npr in (1, 2, 5, 12):
+        got = nearest_codewords(Z, B, 10, index=ix, n_probe=npr)
+        # rows whose probed lists hold fewer than 10 codewords are searched exactly instead: left out
+        ok = sizes[near_lists[:, :npr]].sum(axis=1) >= 10
+        assert ok.mean() > 0.8
+        assert probe_recall(Z[ok], B, ix, 10)[npr - 1] == pytest.approx(_recall(got[ok], ref[ok]), abs=2e-3)
+
+
+def test_calibrated_n_probe_is_the_fewest_lists_reaching_the_target():
+    _, B = _clustered(10, 900)
+    ix = build_ivf(B, n_lists=30)
+    _, ref = _brute(B, B, 20)  # every codeword a query (n_queries >= p): the measured sample is known
+    for target in (0.9, 0.99):
+        m = calibrate_n_probe(B, ix, 20, target, n_queries=900)
+        assert 1 < m < 30
+        assert _recall(nearest_codewords(B, B, 20, index=ix, n_probe=m), ref) >= target
+        assert _recall(nearest_codewords(B, B, 20, index=ix, n_probe=m - 1), ref) < target
+    assert calibrate_n_probe(B, ix, 20, 1.0, n_queries=900) <= 30
+
+
+def test_codebook_calibrates_n_probe_when_it_is_null():
+    Z, B = _clustered(2000, 4096)
+    _, ref = _brute(Z, B, 20)
+    fs = FeatureSet("c", "hog", "lcc", 4096, kappa=20, knn="ivf")
+    book = Codebook(fs, B)
+    m = book.ivf_probes
+    assert m == calibrate_n_probe(B, book.ivf, 20, 0.993)  # deterministic: every worker derives the same
+    assert 1 <= m < book.ivf.n_lists
+    # codewords as queries stand in for descriptors from the same distribution
+    assert _recall(nearest_codewords(Z, B, 20, index=book.ivf, n_probe=m), ref) >= 0.99
+    fixed = Codebook(FeatureSet("f", "hog", "lcc", 4096, kappa=20, knn="ivf", n_probe=5), B)
+    assert fixed.ivf_probes == 5
