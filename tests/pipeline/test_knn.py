@@ -33,8 +33,8 @@ def _assert_same_neighbours(D, got, ref):
         (300, 1000, 20, 64, 128),  # p = 7 x 128 + 104: last column tile partial
         (257, 513, 20, 100, 512),  # p one past the tile; n over three row tiles
         (200, 300, 299, 37, 50),  # k close to p: every chunk passes the threshold
-        (120, 70, 5, 512, 16),  # tiles of exactly one selection chunk
-        (90, 45, 7, 30, 20),  # tile width not a multiple of the 16-value chunk
+        (120, 70, 5, 512, 8),  # tiles of exactly one selection chunk
+        (90, 45, 7, 30, 20),  # tile width not a multiple of the 8-value chunk
     ],
 )
 def test_fused_tiled_search_equals_cdist_argsort(n, p, k, tile_rows, tile_cols):
