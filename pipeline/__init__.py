@@ -19,7 +19,7 @@ from ._sift import dense_sift
 from ._fisher import fisher_vector, gmm_posteriors
 from ._pca import fit_pca, pca_project
 from ._coding import SparseCodes, lcc_encode, nearest_codewords
-from ._knn import IVFIndex, build_ivf
+from ._knn import IVFIndex, build_ivf, calibrate_n_probe, probe_recall
 from ._pooling import n_pyramid_blocks, normalize_feature, pyramid_blocks, pyramid_pool, svc_pool
 from ._feature_sets import CALTECH, PRESETS, TABLE1, FeatureSet, descriptor_dim
 from ._codebook import Codebook
@@ -69,6 +69,8 @@ __all__ = [
     "lcc_encode",
     "IVFIndex",
     "build_ivf",
+    "calibrate_n_probe",
+    "probe_recall",
     "svc_pool",
     "pyramid_blocks",
     "n_pyramid_blocks",

@@ -98,13 +98,18 @@ class Codebook:
         With ``n_probe: null``, the fewest lists whose recall reaches
         ``feature_set.ivf_recall`` for kappa neighbours, estimated on 2,000
         codewords used as queries (:func:`calibrate_n_probe`), computed on
-        first use with the index and kept. Deterministic, like the index.
+        first use with the index and kept. Deterministic, like the index; a
+        stored codebook also records it (``to_arrays``), and one stored
+        before the calibration existed probes a quarter of the lists, as it
+        did then.
         """
         fs = self.feature_set
         if fs.n_probe is not None:
             return fs.n_probe
         if self._ivf_probes is None:
             self._ivf_probes = calibrate_n_probe(self.centers, self.ivf, fs.kappa, fs.ivf_recall, seed=0)
+            logger.info("feature set %r: knn ivf probes %d of %d lists (calibrated to recall %.3f)",
+                        fs.name, self._ivf_probes, self.ivf.n_lists, fs.ivf_recall)
         return self._ivf_probes
 
     @classmethod
@@ -215,9 +220,20 @@ class Codebook:
 
     transform = project
 
+    def _calibrates(self) -> bool:
+        fs = self.feature_set
+        return fs.coding == "lcc" and fs.knn == "ivf" and fs.n_probe is None
+
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """``{"centers"}`` plus ``"pca_mean"``, ``"pca_components"`` when PCA was fitted."""
+        """``{"centers"}`` plus ``"pca_mean"``, ``"pca_components"`` when PCA was fitted.
+
+        With ``knn="ivf"`` and ``n_probe: null`` also ``"ivf_probes"`` (one
+        int32, shape (1,), calibrating it if needed), so that whatever reads the codebook
+        back probes as many lists as the features were extracted with.
+        """
         out = {"centers": self.centers}
+        if self._calibrates():
+            out["ivf_probes"] = np.array([self.ivf_probes], dtype=np.int32)
         if self.pca_components is not None:
             out["pca_mean"] = self.pca_mean
             out["pca_components"] = self.pca_components
@@ -239,8 +255,24 @@ class Codebook:
             a = np.asarray(a)
             return None if a.size == 0 else a
 
-        return cls(feature_set, np.asarray(d["centers"]), opt("pca_mean"), opt("pca_components"),
+        book = cls(feature_set, np.asarray(d["centers"]), opt("pca_mean"), opt("pca_components"),
                    opt("variances"), opt("weights"))
+        if book._calibrates():
+            lists = feature_set.ivf_lists
+            probes = opt("ivf_probes")
+            if probes is None:
+                # stored before n_probe was calibrated, when null meant a quarter of the lists: keep
+                # probing that many, as every feature row of such a store was extracted with it
+                book._ivf_probes = max(1, round(lists / 4))
+                logger.info("codebook %r predates the n_probe calibration: probing %d of %d lists, as before",
+                            feature_set.name, book._ivf_probes, lists)
+            else:
+                n = int(probes.reshape(-1)[0]) if probes.size == 1 else -1
+                if not 1 <= n <= lists:
+                    raise DataError(f"codebook {feature_set.name!r}: ivf_probes={n} outside 1..{lists} (its "
+                                    "n_lists); re-run the codebook stage")
+                book._ivf_probes = n
+        return book
 
     def __repr__(self) -> str:
         pca = "" if self.pca_components is None else f", pca {self.pca_components.shape[1]}->{self.pca_components.shape[0]}"

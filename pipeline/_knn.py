@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _knn_kernels as _k
 
-__all__ = ["IVFIndex", "build_ivf", "calibrate_n_probe", "knn_exact", "knn_ivf", "default_n_lists"]
+__all__ = ["IVFIndex", "build_ivf", "calibrate_n_probe", "default_n_lists", "knn_exact", "knn_ivf", "probe_recall"]
 
 # Tile of the exact search: 512 x 512 float32 = 1 MB, one core's L2 here, so the
 # selection reads the tile from cache right after its GEMM, and large enough for

@@ -80,7 +80,9 @@ LAYOUT: tuple[tuple[str, str, str], ...] = (
      "LCC features (mostly zeros) LZ4HC 5 without shuffle, dense SVC / FV features zstd 3 with byte shuffle; "
      "attrs `feature_set`"),
     ("codebooks/<set>/centers`, `pca_mean`, `pca_components", "", "codebook (and PCA) of the set; for FV "
-     "also the GMM's `variances` and `weights` (`centers` are its means); attrs `feature_set`, `complete`"),
+     "also the GMM's `variances` and `weights` (`centers` are its means); for LCC with `knn: ivf` and "
+     "`n_probe: null` also `ivf_probes` ((1,) int32, the calibrated lists probed); attrs `feature_set`, "
+     "`complete`"),
     ("progress/extract", "(n_chunks,) bool", "completion mark of each row chunk"),
     ("failures.json", "JSON", "the invalid rows (`row`, `path`, `error`), rewritten at the end of extraction"),
     ("models/<set>", "attrs", "`settings`, `n_classes`, `n_features`, `class_names`, `history` (per epoch: seconds, "

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from lsic.pipeline import Codebook, ConfigError, FeatureSet, build_ivf, encode_pool, lcc_encode, nearest_codewords
+from lsic.pipeline import (
+    Codebook, ConfigError, FeatureSet, build_ivf, calibrate_n_probe, encode_pool, lcc_encode, nearest_codewords,
+    probe_recall,
+)
 from lsic.pipeline._grid import Descriptors
-from lsic.pipeline._knn import calibrate_n_probe, knn_exact, probe_recall
+from lsic.pipeline._knn import knn_exact
 from lsic.pipeline._knn_kernels import smallest_k
 
 
@@ -230,3 +233,23 @@ def test_codebook_calibrates_n_probe_when_it_is_null():
     assert _recall(nearest_codewords(Z, B, 20, index=book.ivf, n_probe=m), ref) >= 0.99
     fixed = Codebook(FeatureSet("f", "hog", "lcc", 4096, kappa=20, knn="ivf", n_probe=5), B)
     assert fixed.ivf_probes == 5
+
+
+def test_calibrated_probes_travel_with_the_codebook_arrays():
+    _, B = _clustered(10, 1024)
+    fs = FeatureSet("c", "hog", "lcc", 1024, kappa=10, knn="ivf")
+    book = Codebook(fs, B)
+    arrays = book.to_arrays()
+    assert arrays["ivf_probes"].shape == (1,) and arrays["ivf_probes"][0] == book.ivf_probes
+    # read back, the recorded number is used as is (here a different one, to tell it from a recalibration)
+    back = Codebook.from_arrays({**arrays, "ivf_probes": np.array([3], np.int32)}, fs)
+    assert back.ivf_probes == 3
+    # stored before the calibration: a quarter of the lists, as such a store's rows were extracted with
+    legacy = Codebook.from_arrays({"centers": B}, fs)
+    assert legacy.ivf_probes == 8 == round(fs.ivf_lists / 4)
+    with pytest.raises(Exception, match="ivf_probes=99 outside 1..32"):
+        Codebook.from_arrays({**arrays, "ivf_probes": np.array([99], np.int32)}, fs)
+    # exact search, or a fixed n_probe: nothing to record
+    assert "ivf_probes" not in Codebook(FeatureSet("e", "hog", "lcc", 1024, kappa=10), B).to_arrays()
+    assert "ivf_probes" not in Codebook(FeatureSet("f", "hog", "lcc", 1024, kappa=10, knn="ivf", n_probe=4),
+                                        B).to_arrays()

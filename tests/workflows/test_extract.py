@@ -14,7 +14,7 @@ import pytest
 import zarr
 from extract_helpers import SETS, arrays, experiment, mem_url
 
-from lsic.pipeline import StoreError, image_features
+from lsic.pipeline import StoreError, build_ivf, calibrate_n_probe, image_features
 from lsic.workflows import extract
 from lsic.workflows.config import parse_experiment
 from lsic.workflows.extract import plan_extract, run_extract
@@ -160,3 +160,23 @@ def test_sift_fv_set_stores_its_gmm_and_rows_match_the_per_image_path(dataset, s
     data = fsspec.open(store.locators(np.array([row]))[0][0], "rb").open().read()
     np.testing.assert_array_equal(X[row], image_features(data, exp.feature_sets, {"sift_fv": book}, exp.images)["sift_fv"])
     np.testing.assert_allclose(np.linalg.norm(X[row]), 1.0, rtol=1e-5)
+
+
+def test_ivf_set_stores_its_calibrated_probes_and_rows_match_the_per_image_path(dataset, session_client):
+    url = mem_url()
+    sets = [{"name": "hog_ivf", "descriptor": "hog", "coding": "lcc", "codebook_size": 64, "kappa": 5,
+             "pyramid": [[1, 1], [2, 2]], "knn": "ivf"}]
+    exp = experiment(dataset, url, feature_sets=sets)
+    run_extract(exp, client=session_client, progress=False)
+    fs = exp.feature_sets[0]
+    g = zarr.open_group(url, mode="r")
+    recorded = int(g["codebooks/hog_ivf/ivf_probes"][0])
+    centers = g["codebooks/hog_ivf/centers"][...]
+    assert recorded == calibrate_n_probe(centers, build_ivf(centers, fs.ivf_lists), 5, fs.ivf_recall)
+    store = FeatureStore.open(url)
+    book = store.read_codebook(fs)
+    assert book.ivf_probes == recorded
+    X = store.features("hog_ivf")
+    for row in np.flatnonzero(store.valid())[:3]:
+        data = fsspec.open(store.locators(np.array([row]))[0][0], "rb").open().read()
+        np.testing.assert_array_equal(X[row], image_features(data, exp.feature_sets, {"hog_ivf": book}, exp.images)["hog_ivf"])
