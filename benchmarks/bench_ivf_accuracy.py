@@ -6,8 +6,8 @@ C classes (sorted names, BACKGROUND_Google left out), T training and up to M
 test photos per class (seeded), longer side 300 px as the Caltech config. One
 LCC HOG set (kappa = 20, 1 + 4 + 16 pyramid) with a k-means codebook fitted on
 descriptors of the training photos (``Codebook.fit``), features computed with
-exact and with IVF neighbours (the FeatureSet defaults: sqrt(p) lists, a
-quarter probed), a LinearSVC (C = 1) per mode on the same rows. The same
+exact and with IVF neighbours (the FeatureSet defaults: sqrt(p) lists,
+``n_probe`` calibrated to ``ivf_recall``), a LinearSVC (C = 1) per mode on the same rows. The same
 photos and the same codebook in both modes, so the accuracy difference is the
 approximation's alone (plus LinearSVC's sensitivity to it). The last line is
 one JSON object.
