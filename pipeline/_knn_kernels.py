@@ -5,9 +5,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-# Values whose minimum is tested against the row's threshold at once: one AVX2 register. Against 16 and
-# 32, 8 ran 5-14% faster on recorded Table 1 tiles (exact and IVF): a chunk that passes costs a scalar
-# scan, and early in a row most do.
+# Values whose minimum is tested against the row's threshold at once: one AVX2 register. Against 16,
+# 8 ran 3-6% faster on recorded Table 1 tiles (exact and IVF, variants timed in rotated order; 32 was
+# slower): a chunk that passes costs a scalar scan, and early in a row most do.
 _CHUNK = 8
 
 
