@@ -277,8 +277,8 @@ def _coarse_probes(Zl: np.ndarray, C: np.ndarray, n_probe: int, tile_rows: int) 
     """(n, n_probe) int32: each descriptor's ``n_probe`` nearest lists, ascending by list id.
 
     A quickselect per row (:func:`~._knn_kernels.smallest_k`) rather than the
-    running sorted top-k of the codeword search: here k is a quarter of the
-    columns or so, and nearly every value would shift the sorted list.
+    running sorted top-k of the codeword search: here k is a sixth to a
+    quarter of the columns, and nearly every value would shift the sorted list.
     """
     n = Zl.shape[0]
     probes = np.empty((n, n_probe), dtype=np.int32)

@@ -99,7 +99,7 @@ def smallest_k(dist, k, out):
     dist : (m, c) float32 without NaN; k : 1 <= k <= c; out : (m, k) int32, written.
 
     For the coarse probes of the inverted file, where k is a sizeable share
-    of c (a quarter of the lists or so) and the running sorted top-k of
+    of c (a sixth to a quarter of the lists) and the running sorted top-k of
     :func:`topk_merge` would shift on nearly every value. A quickselect finds
     the k-th value: each pass splits the values below and above a
     median-of-three pivot into two buffers with branch-free stores (every
