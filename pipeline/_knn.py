@@ -195,22 +195,13 @@ def build_ivf(B: np.ndarray, n_lists: int | None = None, *, seed: int = 0) -> IV
     return IVFIndex(C, cn, offsets, order, Bs, bn, _fold(Bs, bn), _fold(C, cn))
 
 
-def _list_of(index: IVFIndex) -> np.ndarray:
-    """(p,) int32 list holding each codeword (original codebook order)."""
-    out = np.empty(index.order.shape[0], dtype=np.int32)
-    out[index.order] = np.repeat(np.arange(index.n_lists, dtype=np.int32), np.diff(index.offsets))
-    return out
-
-
-def probe_recall(Q: np.ndarray, B: np.ndarray, index: IVFIndex, k: int) -> np.ndarray:
+def probe_recall(Q: np.ndarray, index: IVFIndex, k: int) -> np.ndarray:
     """Recall of :func:`knn_ivf` at every ``n_probe``, measured on queries ``Q``.
 
     Parameters
     ----------
     Q : ndarray (m, d) float32
         Queries (descriptors, or codewords as :func:`calibrate_n_probe` uses).
-    B : ndarray (p, d) float32
-        The codebook the index was built on (original order).
     index : IVFIndex
     k : int, 1 <= k <= p
 
@@ -222,14 +213,17 @@ def probe_recall(Q: np.ndarray, B: np.ndarray, index: IVFIndex, k: int) -> np.nd
         ``knn_ivf(Q, index, k, m)`` (up to ties and the exact fallback for
         descriptors whose probed lists hold fewer than k codewords).
     """
-    Q = np.ascontiguousarray(Q, dtype=np.float32)
-    exact = knn_exact(Q, B, _norms(B), k)
-    coarse = _lift(Q) @ index.coarse_folded.T
+    Ql = _lift(np.ascontiguousarray(Q, dtype=np.float32))
+    # exact neighbours among the index's own folded codewords: positions in list order, so a
+    # neighbour's list is where its position falls among the offsets
+    exact = _knn_folded(Ql, index.folded, k)
+    list_of = np.repeat(np.arange(index.n_lists, dtype=np.int32), np.diff(index.offsets))
+    coarse = Ql @ index.coarse_folded.T
     # each list's probe rank per query (0 = probed first), then the rank of each true neighbour's list
     rank = np.empty(coarse.shape, dtype=np.int32)
     np.put_along_axis(rank, np.argsort(coarse, axis=1, kind="stable"),
                       np.arange(index.n_lists, dtype=np.int32)[None, :], axis=1)
-    need = np.take_along_axis(rank, _list_of(index)[exact], axis=1)
+    need = np.take_along_axis(rank, list_of[exact], axis=1)
     return np.cumsum(np.bincount(need.ravel(), minlength=index.n_lists)) / need.size
 
 
@@ -240,7 +234,8 @@ def calibrate_n_probe(B: np.ndarray, index: IVFIndex, k: int, recall: float, *,
     Parameters
     ----------
     B : ndarray (p, d) float32
-        The codebook the index was built on.
+        The codebook the index was built on (the queries are sampled from it
+        in its own order).
     index : IVFIndex
     k : int
         Neighbours searched (LCC's kappa).
@@ -268,7 +263,7 @@ def calibrate_n_probe(B: np.ndarray, index: IVFIndex, k: int, recall: float, *,
     p = B.shape[0]
     rng = np.random.default_rng(seed)
     Q = B[np.sort(rng.choice(p, min(n_queries, p), replace=False))]
-    curve = probe_recall(Q, B, index, k)
+    curve = probe_recall(Q, index, k)
     # a float sum can leave the full curve a hair under 1.0: all lists is always enough
     return int(min(np.searchsorted(curve, recall - 1e-12) + 1, index.n_lists))
 

@@ -196,7 +196,7 @@ def test_probe_recall_is_the_recall_knn_ivf_gets():
     Z, B = _clustered(600, 1024)
     ix = build_ivf(B, n_lists=32)  # 32 codewords per list on average: no row falls back to exact
     _, ref = _brute(Z, B, 10)
-    curve = probe_recall(Z, B, ix, 10)
+    curve = probe_recall(Z, ix, 10)
     assert curve.shape == (32,) and curve[-1] == pytest.approx(1.0)
     assert (np.diff(curve) >= 0).all()
     near_lists = np.argsort(cdist(Z, ix.coarse, "sqeuclidean"), axis=1, kind="stable")
@@ -206,7 +206,7 @@ def test_probe_recall_is_the_recall_knn_ivf_gets():
         # rows whose probed lists hold fewer than 10 codewords are searched exactly instead: left out
         ok = sizes[near_lists[:, :npr]].sum(axis=1) >= 10
         assert ok.mean() > 0.8
-        assert probe_recall(Z[ok], B, ix, 10)[npr - 1] == pytest.approx(_recall(got[ok], ref[ok]), abs=2e-3)
+        assert probe_recall(Z[ok], ix, 10)[npr - 1] == pytest.approx(_recall(got[ok], ref[ok]), abs=2e-3)
 
 
 def test_calibrated_n_probe_is_the_fewest_lists_reaching_the_target():
