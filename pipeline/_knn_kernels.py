@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numba as nb
 import numpy as np
 
@@ -93,10 +95,12 @@ def group_by_list(probes, n_lists, offsets, rows):
 
 
 @nb.njit(nogil=True, cache=True)
-def smallest_k(dist, k, out):
-    """Column indices of the k smallest values of each row, ascending by index (not by value).
+def smallest_k(dist, k, out, nearest):
+    """Column indices of the k smallest values of each row, ascending by index (not by value), and the smallest's.
 
-    dist : (m, c) float32 without NaN; k : 1 <= k <= c; out : (m, k) int32, written.
+    dist : (m, c) float32 without NaN; k : 1 <= k <= c; out : (m, k) int32,
+    written; nearest : (m,) int32, written: the column of each row's smallest
+    value (the lowest on ties, as ``np.argmin``; it is always among ``out``).
 
     For the coarse probes of the inverted file, where k is a sizeable share
     of c (a sixth to a quarter of the lists) and the running sorted top-k of
@@ -114,8 +118,12 @@ def smallest_k(dist, k, out):
     keep = np.empty(c, dtype=np.int32)
     for i in range(m):
         row = dist[i]
+        best = 0
         for j in range(c):
             lo_buf[j] = row[j]
+            if row[j] < row[best]:
+                best = j
+        nearest[i] = best
         in_lo = True
         n = c
         rank = k - 1
@@ -164,3 +172,61 @@ def smallest_k(dist, k, out):
             sub.sort()
         for t in range(k):
             out[i, t] = sub[t]
+
+
+# Float rounding of one dot product of length D in float32 is at most D u sum|x_t y_t| <= D u ||x|| ||y||
+# (u = 2^-24) in any summation order; the seed kernel and the list GEMM each round once.
+_U32 = 2.0**-24
+
+
+@nb.njit(nogil=True, cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def seed_thresholds(Zl, nearest, folded, offsets, vals):
+    """Start each descriptor's k-th-smallest threshold at its distance to the first k codewords of its nearest list.
+
+    Zl : (n, D) float32 lifted descriptors ``[z, 1]``; nearest : (n,) int32,
+    each descriptor's nearest list (always among its probed lists);
+    folded : (p, D) float32 folded codewords in list order, each list
+    nearest its centroid first; offsets : (L + 1,) int64; vals : (n, k)
+    float32, the running lists of :func:`topk_merge` before the first tile
+    (+inf), set in place to the seed threshold T for rows whose list holds
+    at least k codewords.
+
+    Those k codewords are probed, so the search still finds k values below
+    T, and of the values it scans exactly those below T can enter the top
+    k: the neighbours found are the ones an unseeded search finds, with
+    fewer insertions on the way (a descriptor's first lists no longer fill
+    the list from +inf). T is the largest of the k values plus a bound on
+    how far this loop's rounding and the list GEMM's can differ, so every
+    seed's GEMM value stays below it.
+
+    Not fastmath's ``nnan``/``ninf``: the rows start at +inf, and with those
+    flags LLVM may fold comparisons with infinities away.
+    """
+    n, D = Zl.shape
+    k = vals.shape[1]
+    slack = 2.0 * D * _U32 * 1.01
+    for i in range(n):
+        q = nearest[i]
+        c0 = offsets[q]
+        if offsets[q + 1] - c0 < k:
+            continue
+        z = Zl[i]
+        zz = np.float32(0.0)
+        for t in range(D):
+            zz += z[t] * z[t]
+        top = 0.0
+        ff_max = 0.0
+        for a in range(k):
+            f = folded[c0 + a]
+            s = np.float32(0.0)
+            ff = np.float32(0.0)
+            for t in range(D):
+                s += z[t] * f[t]
+                ff += f[t] * f[t]
+            if a == 0 or s > top:
+                top = s
+            ff_max = max(ff_max, ff)
+        # the norms round too: a 1% allowance covers them; the float32 store of T is rounded up by one more ulp
+        thr = top + slack * math.sqrt(zz * ff_max) + abs(top) * 2.0 * 2.0**-23
+        for a in range(k):
+            vals[i, a] = thr

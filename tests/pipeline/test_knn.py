@@ -12,7 +12,8 @@ from lsic.pipeline import (
 )
 from lsic.pipeline._grid import Descriptors
 from lsic.pipeline._knn import knn_exact
-from lsic.pipeline._knn_kernels import smallest_k
+from lsic.pipeline._knn import _fold, _lift, knn_ivf
+from lsic.pipeline._knn_kernels import seed_thresholds, smallest_k
 
 
 def _brute(Z, B, k):
@@ -90,6 +91,10 @@ def test_ivf_lists_partition_the_codebook_by_nearest_coarse_centroid():
     list_of = np.repeat(np.arange(ix.n_lists), np.diff(ix.offsets))
     D = cdist(ix.centers.astype(np.float64), ix.coarse.astype(np.float64), "sqeuclidean")
     assert (np.take_along_axis(D, list_of[:, None], 1)[:, 0] <= D.min(axis=1) + 1e-3).all()
+    # within a list, nearest its centroid first (the codewords that seed the search)
+    to_own = np.take_along_axis(D, list_of[:, None], 1)[:, 0]
+    for q in range(ix.n_lists):
+        assert (np.diff(to_own[ix.offsets[q] : ix.offsets[q + 1]]) >= -1e-5).all()
     again = build_ivf(B)  # deterministic: every worker builds the same index
     np.testing.assert_array_equal(again.order, ix.order)
     np.testing.assert_array_equal(again.coarse, ix.coarse)
@@ -107,6 +112,52 @@ def test_ivf_recall_on_clustered_data():
     np.testing.assert_allclose(  # and in the same order, nearest first
         np.take_along_axis(D, got, 1), np.take_along_axis(D, ref, 1), rtol=1e-5, atol=1e-4
     )
+
+
+@pytest.mark.parametrize("n_probe", [1, 3, 8])
+def test_knn_ivf_is_the_exact_search_within_the_probed_lists(n_probe):
+    # reference in float64: each descriptor's n_probe nearest coarse centroids, then brute force over
+    # the codewords of those lists; the seeded thresholds must not lose any of them
+    Z, B = _clustered(1500, 1200, d=24)
+    ix = build_ivf(B)  # 35 lists, about 34 codewords each
+    k = 20
+    got = knn_ivf(Z, ix, k, n_probe)
+    list_of = np.empty(len(B), dtype=np.int64)
+    list_of[ix.order] = np.repeat(np.arange(ix.n_lists), np.diff(ix.offsets))
+    probed = np.argsort(cdist(Z.astype(np.float64), ix.coarse.astype(np.float64), "sqeuclidean"), axis=1,
+                        kind="stable")[:, :n_probe]
+    D = cdist(Z.astype(np.float64), B.astype(np.float64), "sqeuclidean")
+    inside = (list_of[None, :, None] == probed[:, None, :]).any(axis=2)
+    ok = inside.sum(axis=1) >= k  # the other rows are searched exactly (the fallback's own test)
+    assert ok.mean() > 0.8
+    ref = np.argsort(np.where(inside, D, np.inf), axis=1, kind="stable")[:, :k]
+    _assert_same_neighbours(D[ok], got[ok], ref[ok])
+    if n_probe == 1:
+        assert (got == knn_exact(Z, B, np.einsum("ij,ij->i", B, B).astype(np.float32), k)).mean() < 0.99
+
+
+def test_seed_thresholds_bound_the_first_k_codewords_of_the_nearest_list():
+    Z, B = _clustered(400, 300, d=40, seed=3)
+    ix = build_ivf(B, n_lists=12)
+    sizes = np.diff(ix.offsets)
+    k = int(np.sort(sizes)[2]) + 1  # the two or three smallest lists hold fewer than k codewords
+    Zl = _lift(Z)
+    nearest = np.argmin(cdist(Z.astype(np.float64), ix.coarse.astype(np.float64), "sqeuclidean"), axis=1)
+    vals = np.full((len(Z), k), np.inf, dtype=np.float32)
+    seed_thresholds(Zl, nearest.astype(np.int32), ix.folded, ix.offsets, vals)
+    long_enough = sizes[nearest] >= k
+    assert (~long_enough).any() and long_enough.any()
+    assert np.isinf(vals[~long_enough]).all()  # too short a list: no seed
+    T = vals[long_enough]
+    assert (T == T[:, :1]).all()
+    first_k = ix.offsets[nearest[long_enough]][:, None] + np.arange(k)
+    # the seeds' values ||b||^2 - 2 z.b exactly (float64) and as a float32 GEMM rounds them
+    exact = np.einsum("nd,nkd->nk", Zl[long_enough].astype(np.float64), ix.folded[first_k].astype(np.float64))
+    gemm = np.einsum("nd,nkd->nk", Zl[long_enough], ix.folded[first_k])
+    assert (gemm.max(axis=1) < T[:, 0]).all() and (exact.max(axis=1) < T[:, 0]).all()
+    # a rounding allowance (float32 dot products of this length round by at most ~D 2^-24 ||z|| ||f||), not a loose bound
+    scale = np.linalg.norm(Zl[long_enough], axis=1) * np.linalg.norm(ix.folded[first_k], axis=2).max(axis=1)
+    assert ((T[:, 0] - exact.max(axis=1)) / scale < 41 * 2.0**-24 * 4).all()
 
 
 def test_ivf_falls_back_to_exact_when_probed_lists_hold_fewer_than_k():
@@ -187,9 +238,11 @@ def test_smallest_k_is_the_k_smallest_with_the_lower_index_on_ties(m, c, k):
     D = rng.standard_normal((m, c)).astype(np.float32)
     D[:, ::3] = np.round(D[:, ::3])  # many exact ties, some at the k-th value
     out = np.empty((m, k), dtype=np.int32)
-    smallest_k(D, k, out)
+    nearest = np.empty(m, dtype=np.int32)
+    smallest_k(D, k, out, nearest)
     ref = np.sort(np.argsort(D, axis=1, kind="stable")[:, :k], axis=1)  # stable: lower index first on ties
     np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(nearest, np.argmin(D, axis=1))  # argmin: the lowest index of tied minima
 
 
 def test_probe_recall_is_the_recall_knn_ivf_gets():
