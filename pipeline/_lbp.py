@@ -27,6 +27,33 @@ def _offsets(P: int = LBP_P, R: float = LBP_R) -> tuple[np.ndarray, np.ndarray]:
     return np.round(-R * np.sin(ang), 5), np.round(R * np.cos(ang), 5)
 
 
+def uniform_table(P: int = LBP_P) -> np.ndarray:
+    """(2^P,) uint8: the non-rotation-invariant uniform code of each P-bit pattern (bit i: neighbour i).
+
+    0 for no ones, ``1 + (n_ones - 1) P + rot`` for the P (P - 1) patterns
+    with one run of 1..P-1 ones (``rot`` places the run, as scikit-image's
+    ``nri_uniform`` numbers them), ``P (P - 1) + 1`` for all ones and
+    ``P (P - 1) + 2`` for every pattern with more than two 0/1 changes.
+    """
+    table = np.empty(1 << P, dtype=np.uint8)
+    for pattern in range(1 << P):
+        bits = [(pattern >> i) & 1 for i in range(P)]
+        n_ones = sum(bits)
+        if sum(bits[i] != bits[i + 1] for i in range(P - 1)) > 2:
+            table[pattern] = P * (P - 1) + 2
+        elif n_ones == 0:
+            table[pattern] = 0
+        elif n_ones == P:
+            table[pattern] = P * (P - 1) + 1
+        else:
+            rot = n_ones - bits.index(0) if bits[0] else P - bits.index(1)
+            table[pattern] = 1 + (n_ones - 1) * P + rot
+    return table
+
+
+_UNIFORM = uniform_table()
+
+
 def lbp_codes(image: np.ndarray) -> np.ndarray:
     """Per-pixel uniform LBP codes, P = 8 neighbours at radius R = 1.
 
@@ -46,7 +73,7 @@ def lbp_codes(image: np.ndarray) -> np.ndarray:
     img = _as_image(image)
     rp, cp = _offsets()
     out = np.empty(img.shape, dtype=np.uint8)
-    _k.lbp_codes(img, rp, cp, out)
+    _k.lbp_codes(img, rp, cp, _UNIFORM, out)
     return out
 
 
@@ -78,7 +105,7 @@ def dense_lbp(image: np.ndarray, grid: DescriptorGrid = DescriptorGrid()) -> Des
     h, w = img.shape
     codes = np.empty(img.shape, dtype=np.uint8)
     rp, cp = _offsets()
-    _k.lbp_codes(img, rp, cp, codes)
+    _k.lbp_codes(img, rp, cp, _UNIFORM, codes)
     c = grid.lbp_cells
     g = lattice(grid.step, [p // c for p in grid.patch_sizes] + list(grid.patch_sizes))
     integral = np.zeros((h // g + 1, w // g + 1, LBP_CODES), dtype=np.int32)

@@ -23,6 +23,12 @@ def _images():
     # many ties: integer grey levels
     yield (rng.integers(0, 4, (40, 31)) / 255.0).astype(np.float32)
     yield np.zeros((9, 9), np.float32)
+    # every pixel on the border (the general path), and one image tall and wide enough that the
+    # diagonal samples' fractions round differently from row to row (the inner path's arithmetic)
+    yield rng.random((2, 7)).astype(np.float32)
+    yield rng.random((1, 5)).astype(np.float32)
+    yield rng.random((700, 9)).astype(np.float32)
+    yield rng.random((6, 1100)).astype(np.float32)
 
 
 @pytest.mark.parametrize("img", list(_images()))
