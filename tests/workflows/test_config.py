@@ -291,14 +291,15 @@ def test_later_settings_keep_old_fingerprints_and_change_them_when_set():
     # extracted then must not be refused as "another configuration" now.
     assert parse_experiment(MINIMAL).extraction_fingerprint() == "a6a3f6108e1749a2"
     zero = ["dataset.splits.val.label_base=0", "dataset.splits.test.label_base=0"]
-    assert load_experiment("imagenet2010", assignments=zero).extraction_fingerprint() == "af0c34165491d71a"
+    exact = [f"feature_sets.{i}.knn=exact" for i in range(4)]  # the shipped config's LCC sets use ivf now
+    assert load_experiment("imagenet2010", assignments=[*zero, *exact]).extraction_fingerprint() == "af0c34165491d71a"
     # labels that mean other classes are other features' rows: the fingerprint must move
-    assert load_experiment("imagenet2010").extraction_fingerprint() != "af0c34165491d71a"
+    assert load_experiment("imagenet2010", assignments=exact).extraction_fingerprint() != "af0c34165491d71a"
     # so do approximate neighbours (knn: ivf), while the exact default keeps the old one
-    assert load_experiment("imagenet2010", assignments=[*zero, "feature_sets.0.knn=exact"]
-                           ).extraction_fingerprint() == "af0c34165491d71a"
-    assert load_experiment("imagenet2010", assignments=[*zero, "feature_sets.0.knn=ivf"]
+    assert load_experiment("imagenet2010", assignments=[*zero, *exact[1:]]
                            ).extraction_fingerprint() != "af0c34165491d71a"
+    assert load_experiment("imagenet2010", assignments=zero).extraction_fingerprint() != "af0c34165491d71a"
+    assert [fs.knn for fs in load_experiment("imagenet2010").feature_sets] == 4 * ["ivf"] + 2 * ["exact"]
 
 
 def test_site_defaults_through_dask_config_under_the_file():
