@@ -22,7 +22,8 @@ def _local_gram(z, centers, ids, diff, C):
             diff[a, t] = ca[t] - z[t]
     # four dot products per pass over row a: each load of da[t] feeds four FMAs; measured 2.8x
     # faster than one product at a time (the Gram was a fifth of set1's distance GEMM). Over the
-    # zero-padded length the vector loop has no scalar tail: 0.85x the time at d = 187 (set1, set3).
+    # zero-padded length the vector loop has no scalar tail: the weights took 0.81-0.86x their time at
+    # d = 187 (set1, set3).
     for a in range(kappa):
         da = diff[a]
         b = 0

@@ -153,9 +153,17 @@ def patch_histograms(integral, g, patch, ys, xs, n_cells, eps, clip, out):
             k += 1
 
 
+@nb.njit(nogil=True, cache=True, inline="always")
+def _lerp2(tl, tr, bl, br, dr, dc):
+    # skimage's bilinear_interpolation arithmetic, in its order (the LBP samples stay bit-identical)
+    top = (1.0 - dc) * tl + dc * tr
+    bottom = (1.0 - dc) * bl + dc * br
+    return (1.0 - dr) * top + dr * bottom
+
+
 @nb.njit(**_NOGIL)
 def _lbp_bilinear(image, rows, cols, r, c):
-    # the arithmetic of skimage's bilinear_interpolation, mode 'C', cval 0
+    # skimage's bilinear_interpolation, mode 'C', cval 0
     minr = math.floor(r)
     minc = math.floor(c)
     maxr = math.ceil(r)
@@ -178,9 +186,7 @@ def _lbp_bilinear(image, rows, cols, r, c):
         bl = np.float64(image[imaxr, iminc])
     if 0 <= imaxr < rows and 0 <= imaxc < cols:
         br = np.float64(image[imaxr, imaxc])
-    top = (1.0 - dc) * tl + dc * tr
-    bottom = (1.0 - dc) * bl + dc * br
-    return (1.0 - dr) * top + dr * bottom
+    return _lerp2(tl, tr, bl, br, dr, dc)
 
 
 @nb.njit(**_NOGIL)
@@ -220,9 +226,9 @@ def lbp_codes(image, rp, cp, table, out):
                     b = int(math.ceil(rr))
                     e = int(minc)
                     f = int(math.ceil(cc))
-                    top = (1.0 - dc) * np.float64(image[a, e]) + dc * np.float64(image[a, f])
-                    bottom = (1.0 - dc) * np.float64(image[b, e]) + dc * np.float64(image[b, f])
-                    if (1.0 - dr) * top + dr * bottom - centre >= 0:
+                    v = _lerp2(np.float64(image[a, e]), np.float64(image[a, f]), np.float64(image[b, e]),
+                               np.float64(image[b, f]), dr, dc)
+                    if v - centre >= 0:
                         pattern |= 1 << i
             else:
                 for i in range(n):
