@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 from threadpoolctl import threadpool_limits
 
 from . import _asgd_kernels as _k
-from ._errors import ArrayError, ConfigError, DataError
+from .errors import ArrayError, ConfigError, DataError
 from ._params import Interval, Options, StrOptions, check_params
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,12 @@ _NO_GRAM = np.empty((0, 0), np.float32)
 _NO_U = np.empty((0, 0), np.float32)  # block mode without averaging: no u to update
 
 
-def _as_rows(X: Any, n_features: int | None = None) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Validate rows once: (dense, X, data, indices, indptr) with float32 values."""
+def as_rows(X: Any, n_features: int | None = None) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate rows once: (dense, X, data, indices, indptr) with float32 values.
+
+    What ``OneVsAllASGD._partial_fit_rows`` takes with a row order; the
+    estimator's epochs and ``benchmarks/bench_asgd.py`` call it so.
+    """
     if sp.issparse(X):
         X = sp.csr_array(X) if not isinstance(X, (sp.csr_array, sp.csr_matrix)) else X
         data = np.ascontiguousarray(X.data, dtype=np.float32)
@@ -219,7 +223,7 @@ class OneVsAllASGD:
         return self
 
     def _validate(self, X: Any, y: Any) -> tuple:
-        dense, Xd, data, indices, indptr = _as_rows(X, self.n_features)
+        dense, Xd, data, indices, indptr = as_rows(X, self.n_features)
         n = Xd.shape[0] if dense else indptr.size - 1
         labels = np.asarray(y)
         if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
@@ -422,12 +426,12 @@ class OneVsAllASGD:
     def decision_function(self, X: Any) -> np.ndarray:
         """Scores ``X @ coef_.T + intercept_``, (n, K) float32, for dense or CSR ``X``."""
         if sp.issparse(X):
-            dense, Xd, data, indices, indptr = _as_rows(X, self.n_features)
+            dense, Xd, data, indices, indptr = as_rows(X, self.n_features)
             n = indptr.size - 1
             M = np.empty((n, self.n_classes), np.float32)
             _k.csr_margins(data, indices, indptr, self.coef_, M)
         else:
-            _, Xd, *_ = _as_rows(X, self.n_features)
+            _, Xd, *_ = as_rows(X, self.n_features)
             M = Xd @ self.coef_.T
         M += self.intercept_
         return M
@@ -640,7 +644,7 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         self.t_ = int(model.t[0])
 
     def _fit_epochs(self, model, X, y_idx, epochs, shuffle):
-        rows = _as_rows(X)
+        rows = as_rows(X)
         rng = check_random_state(self.random_state)
         n = y_idx.size
         for _ in range(epochs):
