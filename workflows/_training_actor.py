@@ -41,10 +41,10 @@ def _lower_priority() -> None:
     The prefetch thread decodes the next chunk while the ASGD kernel's threads,
     one per core, train on the current one. At equal priority the scheduler
     shares the cores three ways and both kernel threads, split into equal class
-    groups, wait for the slowed one: measured at 1,024 x 16,384 x 1,000, the
-    decode then costs the epoch about its full CPU time. At low priority it
-    runs in the kernel's gaps (its serial steps between blocks and chunks) and
-    at full speed whenever the kernel waits for it.
+    groups, wait for the slowed one, so the decode costs the epoch about its
+    full CPU time (docs/design/training.md). At low priority it runs in the
+    kernel's gaps (its serial steps between blocks and chunks) and at full
+    speed whenever the kernel waits for it.
     """
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
