@@ -24,6 +24,18 @@ SEAMS: set[tuple[str, str, str]] = {
 }
 
 
+#: the layers of lsic.workflows, top first (docs/architecture.md draws them): a module imports its own
+#: layer or the layers below
+WORKFLOWS_LAYERS = (
+    ("cli", "_commands", "run"),
+    ("extract", "train", "evaluate", "report", "gallery", "predict", "batch_predict"),
+    ("_training_actor", "_actor_pool", "_schedule", "_stage", "model", "model_file", "results", "testing",
+     "datasets", "config", "__init__"),
+    ("store",),
+    ("_checkpoints", "_layout", "_zarr_io", "_records", "_overrides"),
+)
+
+
 def _modules() -> dict[str, Path]:
     out = {}
     for pkg, folder in PACKAGES.items():
@@ -146,6 +158,15 @@ def test_cluster_uses_only_the_error_module_of_pipeline():
             assert not target.startswith("lsic.workflows"), f"{module} imports {target}"
             if target.startswith("lsic.pipeline"):
                 assert target == "lsic.pipeline.errors", f"{module} imports {target}"
+
+
+def test_workflows_layers_point_down():
+    layer = {f"lsic.workflows.{m}" if m != "__init__" else "lsic.workflows": i
+             for i, names in enumerate(WORKFLOWS_LAYERS) for m in names}
+    assert set(layer) == {m for m in MODULES if m.startswith("lsic.workflows")}, "a module has no layer"
+    graph = _graph()
+    up = [f"{a} imports {b}" for a in layer for b in graph[a] if b in layer and layer[b] < layer[a]]
+    assert not up, "imports against the layers of docs/architecture.md: " + "; ".join(up)
 
 
 def test_zarr_has_one_door():
