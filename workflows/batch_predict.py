@@ -60,12 +60,9 @@ MAX_PARTITION_ROWS = 256
 class Inputs:
     """The images of a prediction input, in output row order.
 
-    Attributes
-    ----------
-    paths : list of str, length n
-        fsspec URL of each image (``tar://member::url`` for tar members).
-    offsets, sizes : ndarray (n,) int64
-        Byte range of a tar member inside its archive; -1 for plain files.
+    ``paths`` (n,), ``offsets`` and ``sizes`` (n,) int64 locate each image as
+    the rows of a :class:`~lsic.workflows.datasets.Manifest` do (a tar member
+    by its byte range, -1 for plain files).
     """
 
     paths: list[str]
