@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from lsic.pipeline.errors import StoreError
-from lsic.pipeline import OneVsAllASGD
+from lsic.pipeline import OneVsAllASGD, StoreError
 
 from . import _zarr_io as zio
 from ._layout import block_key, epoch_path, model_path, variant_path

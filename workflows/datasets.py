@@ -25,8 +25,8 @@ import numpy as np
 
 from lsic.pipeline import ConfigError, DataError
 
-from .config import DatasetConfig, SourceConfig
 from ._layout import SPLIT_CODES, SPLITS, TRAIN, Manifest
+from .config import DatasetConfig, SourceConfig
 
 log = logging.getLogger(__name__)
 

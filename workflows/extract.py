@@ -17,6 +17,7 @@ missing; the arrays it produces are bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -106,8 +107,8 @@ _CODEBOOKS = WorkerCache()
 
 def _codebooks(store: FeatureStore, sets: Iterable[FeatureSet]) -> dict[str, Codebook]:
     """The store's codebooks, read once per worker process and store (keyed by its run id)."""
-    return {fs.name: _CODEBOOKS.get((str(store.attrs["run_id"]), fs.name, repr(fs)), lambda fs=fs: store.read_codebook(fs))
-            for fs in sets}
+    run = str(store.attrs["run_id"])
+    return {fs.name: _CODEBOOKS.get((run, fs.name, repr(fs)), functools.partial(store.read_codebook, fs)) for fs in sets}
 
 
 def _descriptor_sample(rows: list[int], store: FeatureStore, exp: Experiment) -> dict[str, np.ndarray]:

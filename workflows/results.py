@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lsic.pipeline import TOP_K, ScoreFusion
-from lsic.pipeline.errors import StoreError
+from lsic.pipeline import TOP_K, ScoreFusion, StoreError
 
 from .store import FeatureStore
 

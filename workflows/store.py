@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from lsic.pipeline import Codebook, FeatureSet, OneVsAllASGD, __version__
-from lsic.pipeline.errors import StoreError
+from lsic.pipeline import Codebook, FeatureSet, OneVsAllASGD, StoreError, __version__
 
 from . import _zarr_io as zio
 from ._checkpoints import Checkpoints
