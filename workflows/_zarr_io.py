@@ -1,12 +1,14 @@
 """The one door to Zarr and the store's bytes: opening, creating arrays, decoding chunks.
 
 Every zarr store object of lsic is made by :func:`open_group` (a local folder
-or any fsspec URL, optionally wrapped to count the bytes read), so every byte
-read or written from the feature store passes through the store it returns.
+or any fsspec URL, optionally wrapped to count the bytes read), so every read
+and write of the feature store's arrays passes through the store it returns;
+the one plain file, ``failures.json``, is written by :func:`write_json`.
 Arrays are created by :func:`create_array` with the store's codecs, and
 training reads feature chunks by :func:`read_chunk`, which Blosc-decodes a
 chunk straight into a caller's buffer. :class:`~lsic.workflows.store.FeatureStore`
-is the only user of this module.
+and its checkpoints (:mod:`lsic.workflows._checkpoints`) are the only users
+of this module (``tests/test_imports.py`` checks it).
 """
 
 from __future__ import annotations
