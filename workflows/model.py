@@ -100,11 +100,12 @@ class LsicModel:
         exp = experiment_from_store(store)
         fusion = load_fusion(store)
         sets = tuple(exp.feature_set(n) for n in fusion.names)
+        codebooks = {fs.name: store.read_codebook(fs) for fs in sets}
         weights = {fs.name: store.checkpoints.final_weights(fs.name) for fs in sets}
         return cls(
             grid=exp.images,
             feature_sets=sets,
-            codebooks={fs.name: store.read_codebook(fs) for fs in sets},
+            codebooks=codebooks,
             coef={name: w[0] for name, w in weights.items()},
             intercept={name: w[1] for name, w in weights.items()},
             fusion=fusion,
