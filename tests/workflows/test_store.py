@@ -190,3 +190,25 @@ def test_read_chunk_reads_other_codecs_through_zarr(tmp_path):
     for k in range(3):
         a, b = store.chunk_bounds(k)
         np.testing.assert_array_equal(store.read_chunk("f", k, out=np.empty((4, d), np.float32)), X[a:b])
+
+
+def test_a_store_sent_to_a_worker_reopens_there_and_never_clears_it(tmp_path):
+    """Stages pass one open FeatureStore into their tasks: it pickles as its URL and reopens ("r" or "r+", never "w")."""
+    import pickle
+
+    from dask.base import tokenize
+
+    url = str(tmp_path / "p.zarr")
+    X = np.arange(12, dtype=np.float32).reshape(6, 2)
+    created = write_store(url, labels=np.arange(6) % 2, split=np.zeros(6, np.int8), features={"f": X}, chunk_rows=4)
+    assert not created.read_only  # made with mode "w"
+    copy = pickle.loads(pickle.dumps(created))
+    assert copy is not created and copy.url == url and not copy.read_only
+    np.testing.assert_array_equal(copy.features("f")[...], X)  # the data survived the reopen
+    copy.record_timing("extract", 1.5)  # writable on the worker
+    assert FeatureStore.open(url).timings() == {"extract": 1.5}
+    reader = pickle.loads(pickle.dumps(FeatureStore.open(url, "r")))
+    assert reader.read_only
+    with pytest.raises(ValueError, match="read-only"):
+        reader.record_timing("train", 2.0)
+    assert tokenize(created) == tokenize(copy)  # dask sees the same store, deterministically
