@@ -92,7 +92,7 @@ def curve(Xtr, ytr, Xte, yte, lam, average, mode, max_epochs, target, seed=0):
 
 
 def _rows(X):
-    from lsic.pipeline._asgd import _as_rows
+    from lsic.pipeline._asgd import as_rows as _as_rows
 
     return _as_rows(X)
 

@@ -36,6 +36,7 @@ from lsic.pipeline import image_descriptors, image_features, load_image
 from lsic.workflows.store import FeatureStore
 from lsic.workflows.config import load_experiment
 from lsic.workflows.extract import run_extract
+from lsic.workflows.testing import reset_progress
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "caltech101"
@@ -50,7 +51,7 @@ def feature_pass(exp, workers: int, repeats: int) -> list[float]:
     rates = []
     with make_client("local", stage="extract", workers=workers, threads_per_worker=1) as client:
         for _ in range(repeats):
-            FeatureStore.open(exp.store.url, "a").reset_progress()
+            reset_progress(FeatureStore.open(exp.store.url, "a"))
             summary = run_extract(exp, client=client, progress=False)
             rates.append(summary.images_per_s)
     return rates

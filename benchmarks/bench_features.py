@@ -24,8 +24,8 @@ from PIL import Image
 from skimage.feature import hog as sk_hog
 from threadpoolctl import threadpool_limits
 
-from lsic.pipeline import DescriptorGrid, dense_hog, dense_lbp, lcc_encode, load_image, nearest_codewords, svc_pool
-from lsic.pipeline._grid import patch_origins
+from lsic.pipeline import (DescriptorGrid, dense_hog, dense_lbp, lcc_encode, load_image, nearest_codewords, patch_origins,
+                          svc_pool)
 
 DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "caltech101"
 

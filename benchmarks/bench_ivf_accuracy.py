@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from lsic.pipeline import Codebook, DescriptorGrid, FeatureSet, encode_pool, image_descriptors, nearest_codewords
-from lsic.pipeline._metrics import mean_per_class_accuracy
+from lsic.pipeline import (Codebook, DescriptorGrid, FeatureSet, encode_pool, image_descriptors, mean_per_class_accuracy,
+                          nearest_codewords)
 
 log = logging.getLogger("bench_ivf_accuracy")
 

@@ -57,7 +57,7 @@ def photo_list(data: Path, n: int, skip: int, path: Path) -> Path:
 
 def _warm(source: str, fingerprint: str, image: str) -> int:
     """On a worker: load the model into its cache and run one image (numba compilation)."""
-    from lsic.workflows.batch_predict import _model
+    from lsic.workflows.batch_predict import worker_model as _model
 
     model = _model(source, fingerprint, {})
     with open(image, "rb") as fh:
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from lsic.cluster import make_client
-    from lsic.workflows.model_file import export_model
+    from lsic.workflows.model import export_model
 
     data = Path(args.data)
     if not data.is_dir():

@@ -2,8 +2,8 @@
 
 A synthetic store of LCC-like rows (non-negative, ~26% non-zeros,
 L2-normalised, sparse class prototypes plus noise: a linear SVM learns
-them) is written through ``FeatureStore.write`` by
-``lsic.workflows._synthetic.write_lcc_like_store`` (the extraction layout,
+them) is written by
+``lsic.workflows.testing.write_lcc_like_store`` (the extraction layout,
 the LCC codec, chunk by chunk, never the whole array in memory), then trained with
 ``run_train`` on a local cluster from ``lsic.cluster.make_client(stage="train")``,
 the path ``lsic train`` takes:
@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from lsic.cluster import make_client
-from lsic.workflows._synthetic import write_lcc_like_store
+from lsic.workflows.testing import write_lcc_like_store
 from lsic.workflows.config import parse_experiment
 from lsic.workflows.store import FeatureStore
 from lsic.workflows.train import live_workers, run_train

@@ -37,6 +37,7 @@ import numpy as np
 from lsic.pipeline import OneVsAllASGD
 from lsic.workflows.store import TRAIN, FeatureStore, ReadCounter
 from lsic.workflows.config import parse_experiment
+from lsic.workflows.testing import write_store
 from lsic.workflows.train import epoch_order, plan_train, run_train
 
 LAM, ETA0 = 1e-4, 0.05
@@ -51,7 +52,7 @@ def make_store(url: str, n_classes: int, n_train: int, dim: int, chunk_rows: int
     split = np.repeat(np.array([0, 1, 2], np.int8), [n_train, n_val, n_test])
     means = rng.normal(0, 1, (n_classes, dim)).astype(np.float32) / np.sqrt(dim)
     X = means[labels] + rng.normal(0, 1 / np.sqrt(dim), (n, dim)).astype(np.float32)
-    FeatureStore.write(url, labels=labels, split=split, features={"f": X}, class_names=[f"c{i}" for i in range(n_classes)],
+    write_store(url, labels=labels, split=split, features={"f": X}, class_names=[f"c{i}" for i in range(n_classes)],
                        chunk_rows=chunk_rows, fingerprint="bench")
 
 

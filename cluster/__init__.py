@@ -29,7 +29,7 @@ from typing import Any
 
 from distributed import Client
 
-from lsic.pipeline._errors import ClusterError
+from lsic.pipeline.errors import ClusterError
 
 from . import config
 from ._reports import StageReport, log_dashboard

@@ -6,7 +6,7 @@ from typing import Any
 
 from distributed import Client
 
-from lsic.pipeline._errors import ClusterError
+from lsic.pipeline.errors import ClusterError
 
 from .config import ClusterSettings
 

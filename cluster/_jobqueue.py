@@ -20,7 +20,7 @@ import dask.config
 import yaml
 from dask.utils import format_bytes, parse_bytes
 
-from lsic.pipeline._errors import ClusterError
+from lsic.pipeline.errors import ClusterError
 
 from ._security import protocol_for
 from .config import JOBQUEUE_CLASSES, PROFILE_KEY, ClusterSettings

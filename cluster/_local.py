@@ -9,7 +9,7 @@ import dask.config
 from distributed import LocalCluster
 from dask.system import CPU_COUNT
 
-from lsic.pipeline._errors import ClusterError
+from lsic.pipeline.errors import ClusterError
 
 from ._security import protocol_for
 from .config import PROFILE_KEY, ClusterSettings

@@ -23,7 +23,7 @@ import dask.config
 import yaml
 from dask.utils import parse_timedelta
 
-from lsic.pipeline._errors import ConfigError
+from lsic.pipeline.errors import ConfigError
 
 __all__ = ["KINDS", "STAGES", "ClusterSettings", "load_defaults", "resolve", "jobqueue_keys"]
 

@@ -8,39 +8,53 @@ scikit-learn style estimator over numpy arrays.
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version as _version
+from typing import Any
 
-from ._errors import ArrayError, ClusterError, ConfigError, DataError, ImageError, LsicError, StoreError
-from ._grid import DescriptorGrid, Descriptors
-from ._images import load_image
-from ._hog import dense_hog
-from ._lbp import dense_lbp, lbp_codes
-from ._sift import dense_sift
-from ._fisher import fisher_vector, gmm_posteriors
-from ._pca import fit_pca, pca_project
-from ._coding import SparseCodes, lcc_encode, nearest_codewords
-from ._knn import IVFIndex, build_ivf, calibrate_n_probe, probe_recall
-from ._pooling import n_pyramid_blocks, normalize_feature, pyramid_blocks, pyramid_pool, svc_pool
-from ._feature_sets import CALTECH, PRESETS, TABLE1, FeatureSet, descriptor_dim
-from ._codebook import Codebook
-from ._image_features import dense_descriptors, encode_pool, image_descriptors, image_features
-from ._asgd import check_asgd_params, ASGDClassifier, OneVsAllASGD, fit_lambda_grid
-from ._fusion import ScoreFusion, fusion_weights, score_stats, standardize_scores
-from ._metrics import (
-    TOP_K,
-    MetricsTally,
-    classification_metrics,
-    confusion_matrix,
-    mean_per_class_accuracy,
-    per_class_hit_rates,
-    top_k_accuracy,
-    top_k_predictions,
-)
+from .errors import ArrayError, ClusterError, ConfigError, DataError, ImageError, LsicError, StoreError
+
+# The public names of the private modules, imported on first use (PEP 562): ``lsic.cluster`` and the
+# ``lsic`` command's error path import ``lsic.pipeline.errors`` without the numba kernels behind the rest.
+_PUBLIC = {
+    "_grid": ("DescriptorGrid", "Descriptors", "patch_origins"),
+    "_images": ("load_image",),
+    "_hog": ("dense_hog",),
+    "_lbp": ("dense_lbp", "lbp_codes"),
+    "_sift": ("dense_sift",),
+    "_fisher": ("fisher_vector", "gmm_posteriors"),
+    "_pca": ("fit_pca", "pca_project"),
+    "_coding": ("SparseCodes", "lcc_encode", "nearest_codewords"),
+    "_knn": ("IVFIndex", "build_ivf", "calibrate_n_probe", "probe_recall"),
+    "_pooling": ("n_pyramid_blocks", "normalize_feature", "pyramid_blocks", "pyramid_pool", "svc_pool"),
+    "_feature_sets": ("CALTECH", "PRESETS", "TABLE1", "FeatureSet", "descriptor_dim"),
+    "_codebook": ("Codebook",),
+    "_image_features": ("dense_descriptors", "encode_pool", "image_descriptors", "image_features"),
+    "_asgd": ("check_asgd_params", "ASGDClassifier", "OneVsAllASGD", "fit_lambda_grid"),
+    "_fusion": ("ScoreFusion", "fusion_weights", "score_stats", "standardize_scores"),
+    "_metrics": ("TOP_K", "MetricsTally", "classification_metrics", "confusion_matrix", "mean_per_class_accuracy",
+                 "per_class_hit_rates", "top_k_accuracy", "top_k_predictions"),
+}
+_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
 
 try:
     __version__ = _version("lsic")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "__version__",
@@ -54,6 +68,7 @@ __all__ = [
     "load_image",
     "DescriptorGrid",
     "Descriptors",
+    "patch_origins",
     "dense_descriptors",
     "dense_hog",
     "dense_lbp",

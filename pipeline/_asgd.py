@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 from threadpoolctl import threadpool_limits
 
 from . import _asgd_kernels as _k
-from ._errors import ArrayError, ConfigError, DataError
+from .errors import ArrayError, ConfigError, DataError
 from ._params import Interval, Options, StrOptions, check_params
 
 logger = logging.getLogger(__name__)
@@ -46,12 +46,30 @@ ETA0_FACTORS = tuple(2.0**e for e in range(-6, 5))
 #: at most this many classes (the sample's most frequent labels) run the trial passes
 ETA0_TRIAL_CLASSES = 16
 _STATE_VERSION = 1
+#: valid values of the eqs. 3-9 settings, declared once: ``ASGDClassifier`` checks them in ``fit`` /
+#: ``partial_fit``, ``OneVsAllASGD`` in its constructor (per value when given one per class), and the
+#: experiment config's ``train`` section through :func:`check_asgd_params`
+_SETTINGS: dict[str, list[Any]] = {
+    "lam": [Interval(numbers.Real, 0, None, closed="neither")],
+    "eta0": [Interval(numbers.Real, 0, None, closed="neither"), None],
+    "c": [Interval(numbers.Real, 0.5, 1.0, closed="right")],
+    "average": ["boolean", Interval(numbers.Integral, 0, None, closed="left")],
+    "fit_intercept": ["boolean"],
+    "mode": [StrOptions(set(_MODES))],
+    "block_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    "block_gram": ["boolean"],
+}
+_SOLVER_SETTINGS = {**_SETTINGS, "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None]}
 _NO_GRAM = np.empty((0, 0), np.float32)
 _NO_U = np.empty((0, 0), np.float32)  # block mode without averaging: no u to update
 
 
-def _as_rows(X: Any, n_features: int | None = None) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Validate rows once: (dense, X, data, indices, indptr) with float32 values."""
+def as_rows(X: Any, n_features: int | None = None) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate rows once: (dense, X, data, indices, indptr) with float32 values.
+
+    What ``OneVsAllASGD._partial_fit_rows`` takes with a row order; the
+    estimator's epochs and ``benchmarks/bench_asgd.py`` call it so.
+    """
     if sp.issparse(X):
         X = sp.csr_array(X) if not isinstance(X, (sp.csr_array, sp.csr_matrix)) else X
         data = np.ascontiguousarray(X.data, dtype=np.float32)
@@ -148,31 +166,14 @@ class OneVsAllASGD:
         if cls.ndim != 1 or cls.size == 0 or not np.issubdtype(cls.dtype, np.integer):
             raise ConfigError(f"classes={classes!r} must be a non-empty 1-D sequence of int class ids")
         K = cls.size
-        lam_arr = np.broadcast_to(np.asarray(lam, dtype=np.float64), (K,)).copy()
-        if not np.all(np.isfinite(lam_arr) & (lam_arr > 0)):
-            raise ConfigError(f"lam={lam!r} must be positive and finite (one value or one per class)")
-        if eta0 is None:
-            eta0_arr = np.full(K, np.nan)
-        else:
-            eta0_arr = np.broadcast_to(np.asarray(eta0, dtype=np.float64), (K,)).copy()
-            if not np.all(np.isfinite(eta0_arr) & (eta0_arr > 0)):
-                raise ConfigError(f"eta0={eta0!r} must be positive and finite, or None for the automatic rule")
-            if np.any(lam_arr * eta0_arr >= 1.0):
-                raise ConfigError(f"lam * eta0 must be < 1 (got max {np.max(lam_arr * eta0_arr):g}); lower eta0")
-        if not (isinstance(c, numbers.Real) and 0.5 < c <= 1.0):
-            raise ConfigError(f"c={c!r} must be in (0.5, 1] (the paper uses 1 or 2/3)")
-        if isinstance(average, (bool, np.bool_)):
-            avg, avg_start = bool(average), 0
-        elif isinstance(average, numbers.Integral) and average >= 0:
-            avg, avg_start = True, int(average)
-        else:
-            raise ConfigError(f"average={average!r} must be a bool or a non-negative int (averaging start)")
-        if mode not in _MODES:
-            raise ConfigError(f"mode={mode!r} must be one of {_MODES}")
-        if n_threads is not None and (not isinstance(n_threads, numbers.Integral) or n_threads < 1):
-            raise ConfigError(f"n_threads={n_threads!r} must be a positive int or None")
-        if not isinstance(block_size, numbers.Integral) or block_size < 1:
-            raise ConfigError(f"block_size={block_size!r} must be a positive int")
+        lam_arr = _per_class("lam", lam, K)
+        eta0_arr = np.full(K, np.nan) if eta0 is None else _per_class("eta0", eta0, K)
+        if np.any(lam_arr * eta0_arr >= 1.0):  # NaN (automatic eta0) compares False
+            raise ConfigError(f"lam * eta0 must be < 1 (got max {np.nanmax(lam_arr * eta0_arr):g}); lower eta0")
+        check_params(_SOLVER_SETTINGS, {"c": c, "average": average, "fit_intercept": fit_intercept, "mode": mode,
+                                        "n_threads": n_threads, "block_size": block_size, "block_gram": block_gram},
+                     where="OneVsAllASGD")
+        avg, avg_start = (bool(average), 0) if isinstance(average, (bool, np.bool_)) else (True, int(average))
         d = int(n_features)
         self.n_features = d
         self.classes = cls.astype(np.int64)
@@ -219,7 +220,7 @@ class OneVsAllASGD:
         return self
 
     def _validate(self, X: Any, y: Any) -> tuple:
-        dense, Xd, data, indices, indptr = _as_rows(X, self.n_features)
+        dense, Xd, data, indices, indptr = as_rows(X, self.n_features)
         n = Xd.shape[0] if dense else indptr.size - 1
         labels = np.asarray(y)
         if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
@@ -422,12 +423,12 @@ class OneVsAllASGD:
     def decision_function(self, X: Any) -> np.ndarray:
         """Scores ``X @ coef_.T + intercept_``, (n, K) float32, for dense or CSR ``X``."""
         if sp.issparse(X):
-            dense, Xd, data, indices, indptr = _as_rows(X, self.n_features)
+            dense, Xd, data, indices, indptr = as_rows(X, self.n_features)
             n = indptr.size - 1
             M = np.empty((n, self.n_classes), np.float32)
             _k.csr_margins(data, indices, indptr, self.coef_, M)
         else:
-            _, Xd, *_ = _as_rows(X, self.n_features)
+            _, Xd, *_ = as_rows(X, self.n_features)
             M = Xd @ self.coef_.T
         M += self.intercept_
         return M
@@ -491,6 +492,17 @@ class OneVsAllASGD:
         except KeyError as e:
             raise DataError(f"ASGD state is missing key {e.args[0]!r}; pass a dict from state_dict()") from None
         return m
+
+
+def _per_class(key: str, value: Any, K: int) -> np.ndarray:
+    """``value`` (one number or one per class) as a (K,) float64 array, each checked against ``_SETTINGS[key]``."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.size != K):
+        raise ConfigError(f"{key} has shape {arr.shape}; give one value or one per class ({K})")
+    arr = np.broadcast_to(arr, (K,)).copy()
+    for v in np.unique(arr):
+        check_params(_SETTINGS, {key: float(v)}, where="OneVsAllASGD")
+    return arr
 
 
 def _transpose_into(V, U, V_out, U_out) -> None:
@@ -579,18 +591,11 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "lam": [Interval(numbers.Real, 0, None, closed="neither")],
-        "eta0": [Interval(numbers.Real, 0, None, closed="neither"), None],
-        "c": [Interval(numbers.Real, 0.5, 1.0, closed="right")],
+        **_SETTINGS,
         "epochs": [Interval(numbers.Integral, 1, None, closed="left")],
-        "average": ["boolean", Interval(numbers.Integral, 0, None, closed="left")],
-        "fit_intercept": ["boolean"],
         "shuffle": ["boolean"],
         "random_state": ["random_state"],
         "n_jobs": [Interval(numbers.Integral, 1, None, closed="left"), Options(numbers.Integral, {-1}), None],
-        "mode": [StrOptions(set(_MODES))],
-        "block_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "block_gram": ["boolean"],
     }
 
     def __init__(self, lam: float = 1e-4, *, eta0: float | None = None, c: float = 1.0, epochs: int = 5,
@@ -640,7 +645,7 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         self.t_ = int(model.t[0])
 
     def _fit_epochs(self, model, X, y_idx, epochs, shuffle):
-        rows = _as_rows(X)
+        rows = as_rows(X)
         rng = check_random_state(self.random_state)
         n = y_idx.size
         for _ in range(epochs):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._errors import ConfigError, DataError
+from .errors import ConfigError, DataError
 from ._feature_sets import FeatureSet
 from ._knn import IVFIndex, build_ivf, calibrate_n_probe
 from ._pca import fit_pca, pca_project

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _coding_kernels as _k
-from ._errors import ConfigError
+from .errors import ConfigError
 from ._knn import TILE_ROWS, IVFIndex, knn_exact, knn_ivf
 
 __all__ = ["SparseCodes", "nearest_codewords", "lcc_encode", "DEFAULT_RIDGE"]

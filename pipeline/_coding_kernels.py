@@ -20,10 +20,9 @@ def _local_gram(z, centers, ids, diff, C):
         ca = centers[ids[a]]
         for t in range(d):
             diff[a, t] = ca[t] - z[t]
-    # four dot products per pass over row a: each load of da[t] feeds four FMAs; measured 2.8x
-    # faster than one product at a time (the Gram was a fifth of set1's distance GEMM). Over the
-    # zero-padded length the vector loop has no scalar tail: the weights took 0.81-0.86x their time at
-    # d = 187 (set1, set3).
+    # four dot products per pass over row a: each load of da[t] feeds four FMAs, where one product at
+    # a time is bound by the loads; over the zero-padded length the vector loop has no scalar tail
+    # (docs/design/lcc.md).
     for a in range(kappa):
         da = diff[a]
         b = 0
@@ -72,12 +71,11 @@ def _solve_batch(C, ridge, m, L, inv, y, w_out, i0):
     w = y / sum(y), in the same order of operations as one descriptor at a
     time (the weights are bit-identical). Every loop runs over the
     ``_BATCH`` lanes innermost, which gives the core independent operations
-    to overlap: the weights took 0.86-0.92x their former time at kappa = 20
-    (set1, set2). LLVM compiles these lane loops to scalar instructions (the
-    lanes' scratch ``s`` may alias ``L`` as far as it knows): the lanes
-    written out as eight scalars, which it partly vectorises, solved in 0.80x
-    the time, bit-identical: 7% of the weights, 0.5% of set1's exact coding,
-    not worth the eightfold code.
+    to overlap where one descriptor's Cholesky is a chain of dependent ones.
+    LLVM compiles these lane loops to scalar instructions (the lanes' scratch
+    ``s`` may alias ``L`` as far as it knows); the lanes written out as eight
+    scalars would vectorise partly, but the solve is a small share of the
+    coding time, so the loops stay one short form (docs/design/lcc.md).
     """
     kappa = C.shape[0]
     s = np.empty(_BATCH, dtype=np.float64)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ._errors import ConfigError
+from .errors import ConfigError
 from ._hog import HOG_DIM
 from ._knn import default_n_lists
 from ._lbp import LBP_CODES

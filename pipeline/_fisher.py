@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import ConfigError
+from .errors import ConfigError
 from ._pooling import Pyramid, blocks_or_whole, n_pyramid_blocks
 
 __all__ = ["gmm_posteriors", "fisher_vector"]

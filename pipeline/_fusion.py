@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import ArrayError, ConfigError, DataError
+from .errors import ArrayError, ConfigError, DataError
 
 __all__ = ["score_stats", "standardize_scores", "fusion_weights", "ScoreFusion"]
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["DescriptorGrid", "Descriptors", "patch_origins"]
 

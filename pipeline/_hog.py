@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _descriptor_kernels as _k
-from ._errors import ConfigError
+from .errors import ConfigError
 from ._grid import DescriptorGrid, Descriptors, grid_descriptors, lattice
 
 __all__ = ["dense_hog", "HOG_CELLS", "HOG_BINS", "HOG_DIM"]

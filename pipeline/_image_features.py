@@ -8,7 +8,7 @@ import numpy as np
 
 from ._codebook import Codebook
 from ._coding import lcc_encode, nearest_codewords
-from ._errors import ConfigError, ImageError
+from .errors import ConfigError, ImageError
 from ._feature_sets import FeatureSet
 from ._grid import DescriptorGrid, Descriptors
 from ._fisher import fisher_vector

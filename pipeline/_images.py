@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ._errors import ImageError
+from .errors import ImageError
 
 __all__ = ["load_image"]
 

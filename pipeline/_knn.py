@@ -3,7 +3,7 @@
 Both search the squared Euclidean distance through ``||b||^2 - 2 z . b``,
 which one GEMM per tile yields directly with the norms folded into it
 (``[z, 1] @ [-2 b, ||b||^2].T``: the selection then reads the tile without
-arithmetic, 3-5% faster than adding the norms after the GEMM), and keep a
+arithmetic, no pass adding the norms after the GEMM), and keep a
 running top-k per descriptor, so the n x p distance matrix never exists.
 
 References
@@ -25,11 +25,9 @@ from . import _knn_kernels as _k
 __all__ = ["IVFIndex", "build_ivf", "calibrate_n_probe", "default_n_lists", "knn_exact", "knn_ivf", "probe_recall"]
 
 # Tile of the exact search: 1024 descriptors x 256 codewords, float32 = 1 MB, large enough for the
-# GEMM to run at the speed of the 16 MB blocks it replaces, and small enough to stay in the L2/L3
-# caches for the selection right after it. Against 512 x 512 (the same bytes) the whole exact LCC of
-# the Table 1 sets took 0.97-1.0x its time (set1 1.200 against 1.228 of its GEMM floor, set2 1.089
-# against 1.116; alternating order, 10 repeats x 2 photos); 256 x 512, 2048 x 128 and 1024 x 512
-# were no better than 1024 x 256. In the IVF search TILE_ROWS is the row tile of each list's GEMM.
+# GEMM to run at the speed of much larger blocks, and small enough to stay in the L2/L3 caches for the
+# selection right after it (other shapes: docs/design/lcc.md). In the IVF search TILE_ROWS is the row
+# tile of each list's GEMM.
 TILE_ROWS = 1024
 TILE_COLS = 256
 _COARSE_ITERS = 10
@@ -175,7 +173,7 @@ def build_ivf(B: np.ndarray, n_lists: int | None = None, *, seed: int = 0) -> IV
     codebook and nothing extra is stored. An empty cluster keeps its previous
     centroid. Within a list the codewords nearest its centroid come first: the
     search scans them first, and they seed the threshold of descriptors
-    nearest the list (together 5-6% faster on the Table 1 codebooks).
+    nearest the list, so fewer values enter the running top-k.
     """
     B = np.ascontiguousarray(B, dtype=np.float32)
     p = B.shape[0]

@@ -7,9 +7,8 @@ import math
 import numba as nb
 import numpy as np
 
-# Values whose minimum is tested against the row's threshold at once: one AVX2 register. Against 16,
-# 8 ran 3-6% faster on recorded Table 1 tiles (exact and IVF, variants timed in rotated order; 32 was
-# slower): a chunk that passes costs a scalar scan, and early in a row most do.
+# Values whose minimum is tested against the row's threshold at once: one AVX2 register. Not wider: a
+# chunk that passes costs a scalar scan, and early in a row most do (docs/design/lcc.md).
 _CHUNK = 8
 
 
@@ -107,8 +106,8 @@ def smallest_k(dist, k, out, nearest):
     :func:`topk_merge` would shift on nearly every value. A quickselect finds
     the k-th value: each pass splits the values below and above a
     median-of-three pivot into two buffers with branch-free stores (every
-    value is written to both, each count advances by a comparison; a branch
-    per value mispredicts on random data, and that ran 2.5x slower). Then
+    value is written to both, each count advances by a comparison: a branch
+    per value would mispredict on random data). Then
     one branch-free pass keeps the values below the k-th and, of the values
     equal to it, the lowest indices (the tie rule of :func:`topk_merge`).
     """

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import ArrayError
+from .errors import ArrayError
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 
-from ._errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["Interval", "Options", "StrOptions", "check_params"]
 

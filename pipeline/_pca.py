@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ._errors import ConfigError, DataError
+from .errors import ConfigError, DataError
 
 __all__ = ["fit_pca", "pca_project"]
 

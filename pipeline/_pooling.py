@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _coding_kernels as _k
 from ._coding import SparseCodes
-from ._errors import ConfigError
+from .errors import ConfigError
 
 __all__ = [
     "Pyramid",

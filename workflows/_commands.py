@@ -214,7 +214,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .model_file import export_model
+    from .model import export_model
 
     model = export_model(args.store, args.model)
     print(f"model: {args.model} ({model.n_classes} classes, sets {', '.join(fs.name for fs in model.feature_sets)})")

@@ -38,10 +38,12 @@ from typing import Any
 
 import fsspec
 import numpy as np
+from dask import delayed
 
 from lsic.pipeline import ConfigError, DataError, ImageError, StoreError
 
-from .datasets import _fs, _tar_records, read_images
+from ._stage import WorkerCache, execute, single_blas_thread, stage_client
+from .datasets import open_fs, read_images, tar_records
 from .model import LsicModel, load_model, top_k_indices
 
 log = logging.getLogger(__name__)
@@ -58,12 +60,9 @@ MAX_PARTITION_ROWS = 256
 class Inputs:
     """The images of a prediction input, in output row order.
 
-    Attributes
-    ----------
-    paths : list of str, length n
-        fsspec URL of each image (``tar://member::url`` for tar members).
-    offsets, sizes : ndarray (n,) int64
-        Byte range of a tar member inside its archive; -1 for plain files.
+    ``paths`` (n,), ``offsets`` and ``sizes`` (n,) int64 locate each image as
+    the rows of a :class:`~lsic.workflows.datasets.Manifest` do (a tar member
+    by its byte range, -1 for plain files).
     """
 
     paths: list[str]
@@ -115,13 +114,13 @@ def list_inputs(url: str, storage_options: Mapping[str, Any] | None = None) -> I
         The input does not exist or lists nothing (one line).
     """
     so = dict(storage_options or {})
-    fs, path = _fs(url, so)
+    fs, path = open_fs(url, so)
     paths: list[str] = []
     offsets: list[int] = []
     sizes: list[int] = []
 
     def add_tar(p: str) -> None:
-        for r in _tar_records(fs, p, lambda name: "" if not _hidden(name) else None):
+        for r in tar_records(fs, p, lambda name: "" if not _hidden(name) else None):
             paths.append(r.path)
             offsets.append(r.offset)
             sizes.append(r.size)
@@ -208,23 +207,16 @@ def _done_parts(fs: fsspec.AbstractFileSystem, root: str) -> set[int]:
 
 # --------------------------------------------------------------------------- tasks (run on workers)
 
-_MODEL_CACHE: dict[tuple[str, str], LsicModel] = {}
+_MODELS = WorkerCache(max_entries=1)  # one model at a time: weights can be gigabytes
 
 
-def _model(source: str, fingerprint: str, so: Mapping[str, Any]) -> LsicModel:
-    """The model, loaded once per worker process (keyed by its fingerprint, so a re-export reloads)."""
-    key = (source, fingerprint)
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE.clear()  # one model at a time: weights can be gigabytes
-        _MODEL_CACHE[key] = load_model(source, storage_options=so)
-    return _MODEL_CACHE[key]
+def worker_model(source: str, fingerprint: str, storage_options: Mapping[str, Any]) -> LsicModel:
+    """The model of ``source``, loaded once per worker process (keyed by its fingerprint, so a re-export reloads).
 
-
-def _columns(top_k: int) -> list[str]:
-    cols = ["path", "error"]
-    for i in range(1, top_k + 1):
-        cols += [f"class_{i}", f"score_{i}"]
-    return cols
+    Prediction tasks call it; calling it on every worker first (``client.run``)
+    loads the model before the timed work, as the benchmark does.
+    """
+    return _MODELS.get((source, fingerprint), lambda: load_model(source, storage_options=storage_options))
 
 
 def _schema(top_k: int) -> Any:
@@ -254,10 +246,8 @@ def predict_partition(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .extract import _single_blas_thread
-
-    _single_blas_thread()
-    model = _model(source, fingerprint, model_so)
+    single_blas_thread()
+    model = worker_model(source, fingerprint, model_so)
     m = len(paths)
     errors: list[str | None] = [None] * m
     feats, ok = [], []
@@ -429,28 +419,16 @@ def run_batch_predict(
     results: list[Any] = []
     t_run = time.perf_counter()
     if plan.missing:
-        owns_client = client is None
-        if owns_client:
-            from lsic.cluster import make_client
-
-            # prediction is extraction's per-image work plus a small product: size the cluster like it
-            client = make_client(**{**dict(cluster or {}), "stage": "extract"})
-        try:
-            from dask import delayed
-
-            from .extract import _execute
-
-            task = delayed(predict_partition, pure=False)
-            tasks = []
-            for k in plan.missing:
-                a, b = plan.bounds(k)
-                tasks.append(task(k, inputs.paths[a:b], inputs.offsets[a:b], inputs.sizes[a:b], source=source,
-                                  fingerprint=fingerprint, model_so=so, input_so=so, parts=parts, parts_so=so,
-                                  top_k=int(top_k)))
-            results = _execute(client, tasks, "predict", progress, unit="part", allow_errors=True)
-        finally:
-            if owns_client:
-                client.close()
+        task = delayed(predict_partition, pure=False)
+        tasks = []
+        for k in plan.missing:
+            a, b = plan.bounds(k)
+            tasks.append(task(k, inputs.paths[a:b], inputs.offsets[a:b], inputs.sizes[a:b], source=source,
+                              fingerprint=fingerprint, model_so=so, input_so=so, parts=parts, parts_so=so,
+                              top_k=int(top_k)))
+        # prediction is extraction's per-image work plus a small product: size the cluster like it
+        with stage_client(cluster or {}, "extract", client) as client:
+            results = execute(client, tasks, "predict", progress, unit="part", allow_errors=True)
     seconds = time.perf_counter() - t_run
     errors = [r for r in results if isinstance(r, BaseException)]
     done = [r for r in results if isinstance(r, dict)]

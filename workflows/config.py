@@ -31,10 +31,10 @@ from typing import Any
 import dask.config
 import yaml
 
-from lsic.pipeline import ConfigError, DescriptorGrid, FeatureSet, check_asgd_params
+from lsic.pipeline import PRESETS, ConfigError, DescriptorGrid, FeatureSet, StoreError, check_asgd_params
 
-from ._compat import without_later_defaults
 from ._overrides import apply_assignments, apply_data, load_yaml
+from ._records import plain, without_later_defaults
 
 LAYOUTS = ("folders", "list", "tar")
 
@@ -219,7 +219,7 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of the whole experiment (stored in the Zarr attrs)."""
-        return _plain(self)
+        return plain(self)
 
     def extraction_fingerprint(self) -> str:
         """Hash of everything that determines the feature store's contents.
@@ -243,16 +243,6 @@ class Experiment:
 
     def replace(self, **changes: Any) -> Experiment:
         return dataclasses.replace(self, **changes)
-
-
-def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 # --------------------------------------------------------------------------- parsing
@@ -335,8 +325,6 @@ def _dataclass_in(hint: Any) -> type | None:
 
 
 def _feature_sets(raw: Any) -> tuple[FeatureSet, ...]:
-    from lsic.pipeline import PRESETS
-
     if not isinstance(raw, list):
         raise ConfigError("feature_sets must be a list of feature sets (preset names or mappings)")
     out = []
@@ -354,7 +342,7 @@ def _feature_sets(raw: Any) -> tuple[FeatureSet, ...]:
         if base is not None:
             if base not in PRESETS:
                 raise ConfigError(f"{where}.preset: no preset named {base!r}; presets: {', '.join(sorted(PRESETS))}")
-            merged = _plain(PRESETS[base])
+            merged = plain(PRESETS[base])
             merged.update(item)
             item = merged
         try:
@@ -416,6 +404,15 @@ def parse_experiment(raw: Any, *, source: str | None = None) -> Experiment:
                 raise ConfigError(f"{key} is {raw[key]!r}; expected {hint.__name__}")
             kwargs[key] = raw[key]
     return Experiment(**kwargs)
+
+
+def experiment_from_store(store: Any) -> Experiment:
+    """The :class:`Experiment` a :class:`~lsic.workflows.store.FeatureStore` was made with (its ``config`` attribute)."""
+    cfg = store.config
+    if not cfg:
+        raise StoreError("the store records no config; it was not made by `lsic extract`")
+    cfg.pop("source", None)
+    return parse_experiment(cfg, source="store config")
 
 
 def shipped_configs() -> list[str]:

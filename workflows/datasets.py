@@ -25,46 +25,19 @@ import numpy as np
 
 from lsic.pipeline import ConfigError, DataError
 
+from ._layout import SPLIT_CODES, SPLITS, TRAIN, Manifest
 from .config import DatasetConfig, SourceConfig
-from .store import SPLIT_CODES, SPLITS, TRAIN
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Manifest", "ImageRecord", "build_manifest", "check_root", "list_source", "open_fs", "read_images",
+           "tar_records"]
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """Every image of a run in its global row order.
+class ImageRecord:
+    """One listed image: its URL, its label as listed, and a tar member's byte range (-1 for plain files)."""
 
-    Attributes
-    ----------
-    paths : list of str, length n
-        fsspec URL of each image (``tar://member::url`` for tar members).
-    labels : ndarray of int32, shape (n,)
-        Class index into ``class_names``.
-    split : ndarray of int8, shape (n,)
-        0 train, 1 validation, 2 test (:data:`SPLITS`).
-    offsets, sizes : ndarray of int64, shape (n,)
-        Byte range of a tar member inside its archive; -1 for plain files.
-    class_names : list of str
-    """
-
-    paths: list[str]
-    labels: np.ndarray
-    split: np.ndarray
-    offsets: np.ndarray
-    sizes: np.ndarray
-    class_names: list[str]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def counts(self) -> dict[str, int]:
-        return {name: int((self.split == code).sum()) for name, code in SPLIT_CODES.items()}
-
-
-@dataclass(frozen=True)
-class _Record:
     path: str
     label: str
     offset: int = -1
@@ -74,7 +47,8 @@ class _Record:
 # --------------------------------------------------------------------------- listing
 
 
-def _fs(url: str, storage_options: dict) -> tuple[fsspec.AbstractFileSystem, str]:
+def open_fs(url: str, storage_options: dict) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path of a dataset URL; a missing fsspec backend is a one-line :class:`DataError`."""
     try:
         return fsspec.core.url_to_fs(url, **storage_options)
     except (ImportError, ValueError) as exc:
@@ -86,8 +60,8 @@ def _require_dir(fs: fsspec.AbstractFileSystem, path: str, url: str) -> None:
         raise DataError(f"dataset root {url!r} is not a folder; check dataset.root or --data")
 
 
-def _list_folders(src: SourceConfig, so: dict) -> list[_Record]:
-    fs, root = _fs(src.root, so)
+def _list_folders(src: SourceConfig, so: dict) -> list[ImageRecord]:
+    fs, root = open_fs(src.root, so)
     _require_dir(fs, root, src.root)
     records = []
     for entry in sorted(fs.ls(root, detail=True), key=lambda e: e["name"]):
@@ -97,16 +71,16 @@ def _list_folders(src: SourceConfig, so: dict) -> list[_Record]:
         for path in sorted(fs.find(entry["name"])):
             if posixpath.basename(path).startswith("."):
                 continue
-            records.append(_Record(fs.unstrip_protocol(path), name))
+            records.append(ImageRecord(fs.unstrip_protocol(path), name))
     if not records:
         raise DataError(f"dataset root {src.root!r} has no class folders with files; expected root/<class>/<image>")
     return records
 
 
-def _list_file(src: SourceConfig, so: dict) -> list[_Record]:
-    fs, root = _fs(src.root, so)
+def _list_file(src: SourceConfig, so: dict) -> list[ImageRecord]:
+    fs, root = open_fs(src.root, so)
     absolute = "://" in src.list_file or src.list_file.startswith("/")
-    lfs, lpath = _fs(src.list_file, so) if absolute else (fs, posixpath.join(root, src.list_file))
+    lfs, lpath = open_fs(src.list_file, so) if absolute else (fs, posixpath.join(root, src.list_file))
     if not lfs.isfile(lpath):
         raise DataError(f"list file {src.list_file!r} not found under {src.root!r}; check dataset.list_file")
     records = []
@@ -120,7 +94,7 @@ def _list_file(src: SourceConfig, so: dict) -> list[_Record]:
                 raise DataError(f"{src.list_file}:{lineno}: expected 'path label', got {line!r}")
             rel, label = parts
             full = rel if "://" in rel else posixpath.join(root, rel)
-            records.append(_Record(fs.unstrip_protocol(full) if "://" not in rel else rel, label))
+            records.append(ImageRecord(fs.unstrip_protocol(full) if "://" not in rel else rel, label))
     if not records:
         raise DataError(f"list file {src.list_file!r} has no 'path label' lines")
     return records
@@ -134,7 +108,11 @@ def _safe_member(name: str, tar_url: str) -> None:
         )
 
 
-def _tar_records(fs: fsspec.AbstractFileSystem, path: str, label_of) -> list[_Record]:
+def tar_records(fs: fsspec.AbstractFileSystem, path: str, label_of) -> list[ImageRecord]:
+    """The file members of the plain tar ``path``, each labelled by ``label_of(member name)`` (None: skipped).
+
+    Members are located by their byte range, so a worker reads one with a seek and a read.
+    """
     url = fs.unstrip_protocol(path)
     if path.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
         raise DataError(f"tar {url!r} is compressed; lsic reads members in place, so decompress it to a plain .tar")
@@ -149,14 +127,14 @@ def _tar_records(fs: fsspec.AbstractFileSystem, path: str, label_of) -> list[_Re
                     label = label_of(info.name)
                     if label is None:
                         continue
-                    records.append(_Record(f"tar://{info.name}::{url}", label, info.offset_data, info.size))
+                    records.append(ImageRecord(f"tar://{info.name}::{url}", label, info.offset_data, info.size))
         except tarfile.TarError as exc:
             raise DataError(f"tar {url!r} cannot be read ({exc}); check the archive") from None
     return records
 
 
-def _list_tars(src: SourceConfig, so: dict) -> list[_Record]:
-    fs, root = _fs(src.root, so)
+def _list_tars(src: SourceConfig, so: dict) -> list[ImageRecord]:
+    fs, root = open_fs(src.root, so)
     if fs.isfile(root):
         # One archive whose members sit in class folders: class/<image>.
         def folder_label(name: str) -> str | None:
@@ -165,7 +143,7 @@ def _list_tars(src: SourceConfig, so: dict) -> list[_Record]:
                 raise DataError(f"tar {src.root!r} member {name!r} is not inside a class folder; use class/<image>")
             return head
 
-        records = _tar_records(fs, root, folder_label)
+        records = tar_records(fs, root, folder_label)
     else:
         _require_dir(fs, root, src.root)
         tars = sorted(
@@ -177,7 +155,7 @@ def _list_tars(src: SourceConfig, so: dict) -> list[_Record]:
         records = []
         for path in tars:
             stem = posixpath.basename(path).split(".tar")[0]
-            records.extend(_tar_records(fs, path, lambda _name, stem=stem: stem))
+            records.extend(tar_records(fs, path, lambda _name, stem=stem: stem))
     if not records:
         raise DataError(f"no image members found in tar dataset {src.root!r}")
     return records
@@ -186,14 +164,14 @@ def _list_tars(src: SourceConfig, so: dict) -> list[_Record]:
 _LISTERS = {"folders": _list_folders, "list": _list_file, "tar": _list_tars}
 
 
-def list_source(src: SourceConfig, storage_options: dict | None = None) -> list[_Record]:
+def list_source(src: SourceConfig, storage_options: dict | None = None) -> list[ImageRecord]:
     """List one source's images as (URL, label name[, tar byte range]) records."""
     return _LISTERS[src.layout](src, storage_options or {})
 
 
 def _read_class_file(url: str, root: str | None, so: dict) -> list[str]:
     target = url if "://" in url or url.startswith("/") or root is None else posixpath.join(root, url)
-    fs, path = _fs(target, so)
+    fs, path = open_fs(target, so)
     if not fs.isfile(path):
         raise DataError(f"class file {url!r} not found; check dataset.class_file")
     with fs.open(path, "rt") as fh:
@@ -246,7 +224,7 @@ def build_manifest(ds: DatasetConfig, seed: int) -> Manifest:
         if ds.max_classes is not None:
             per_split = {k: [(r, y) for r, y in v if y < ds.max_classes] for k, v in per_split.items()}
             class_names = class_names[: ds.max_classes]
-    rows: list[tuple[_Record, int, int]] = []
+    rows: list[tuple[ImageRecord, int, int]] = []
     for name in SPLITS:
         items = per_split.get(name, [])
         order = rng.permutation(len(items))
@@ -263,13 +241,13 @@ def build_manifest(ds: DatasetConfig, seed: int) -> Manifest:
     )
 
 
-def _where(split: str, src: SourceConfig, r: _Record) -> str:
+def _where(split: str, src: SourceConfig, r: ImageRecord) -> str:
     """Where a label was read, for errors: the split, its list file and the image."""
     listed = f" list {src.list_file!r}" if src.layout == "list" else ""
     return f"split {split}{listed} (image {r.path!r})"
 
 
-def _class_names(ds: DatasetConfig, records: Sequence[_Record], so: dict, base: int = 0) -> list[str]:
+def _class_names(ds: DatasetConfig, records: Sequence[ImageRecord], so: dict, base: int = 0) -> list[str]:
     if ds.class_file:
         names = _read_class_file(ds.class_file, ds.root, so)
     else:
@@ -285,11 +263,11 @@ def _class_names(ds: DatasetConfig, records: Sequence[_Record], so: dict, base: 
 
 
 def _protocol_split(
-    ds: DatasetConfig, records: Sequence[_Record], class_names: list[str], rng: np.random.Generator
-) -> dict[str, list[tuple[_Record, int]]]:
+    ds: DatasetConfig, records: Sequence[ImageRecord], class_names: list[str], rng: np.random.Generator
+) -> dict[str, list[tuple[ImageRecord, int]]]:
     """Caltech-101 protocol: per class, n train (the last v of them validation), then up to m test."""
     lookup = {n: i for i, n in enumerate(class_names)}
-    by_class: dict[int, list[_Record]] = defaultdict(list)
+    by_class: dict[int, list[ImageRecord]] = defaultdict(list)
     for r in records:
         try:
             y = _label_index(r.label, class_names, lookup, ds.list_file or str(ds.root), ds.label_base)
@@ -298,7 +276,7 @@ def _protocol_split(
                 continue  # a class beyond dataset.max_classes
             raise
         by_class[y].append(r)
-    out: dict[str, list[tuple[_Record, int]]] = {name: [] for name in SPLITS}
+    out: dict[str, list[tuple[ImageRecord, int]]] = {name: [] for name in SPLITS}
     unused = 0
     for y in sorted(by_class):
         items = sorted(by_class[y], key=lambda r: r.path)
@@ -364,7 +342,7 @@ def check_root(url: str | None, storage_options: dict | None = None) -> None:
     """Fail early, in one line, when a dataset root does not exist."""
     if url is None:
         raise ConfigError("dataset.root is missing; set it in the config or pass --data URL")
-    fs, path = _fs(url, storage_options or {})
+    fs, path = open_fs(url, storage_options or {})
     if not fs.exists(path):
         raise DataError(f"dataset root {url!r} does not exist; check dataset.root or pass --data URL")
 

@@ -33,7 +33,10 @@ import numpy as np
 
 from lsic.pipeline import TOP_K, MetricsTally, ScoreFusion, StoreError
 
-from .store import FeatureStore, load_evaluation, read_curves
+from .gallery import gallery_for_report
+from .report import format_table, write_report
+from .results import load_evaluation, load_fusion, read_curves
+from .store import FeatureStore
 
 __all__ = ["EvaluateSummary", "evaluate_store", "load_evaluation", "load_fusion", "run_evaluate", "write_evaluation"]
 
@@ -60,8 +63,6 @@ class EvaluateSummary:
         return 1.0 / max(len(self.class_names), 1)
 
     def table(self) -> str:
-        from .report import format_table
-
         return format_table(self.metrics)
 
 
@@ -157,39 +158,31 @@ def write_evaluation(store: FeatureStore, metrics: Mapping[str, Any], details: M
                            arrays)
 
 
-def load_fusion(store: FeatureStore) -> ScoreFusion:
-    """The fusion stored by the last evaluation of ``store``."""
-    if not store.has_evaluation():
-        raise StoreError("the store has no evaluation yet; run `lsic evaluate` (or `lsic run`) first")
-    return ScoreFusion.from_dict(store.read_evaluation()[0]["fusion"])
-
-
 def run_evaluate(
     exp: Any,
     *,
-    client: Any = None,
+    store: FeatureStore | None = None,
     report: str | None = None,
-    progress: bool = True,
 ) -> EvaluateSummary:
     """Evaluate (or re-evaluate) the trained store of ``exp`` and write its report.
+
+    Evaluation is a light step on the client over the stored scores: it needs no cluster.
 
     Parameters
     ----------
     exp : Experiment
-    client : distributed.Client, optional
-        Unused: evaluation is a light step on the client over the stored scores
-        (accepted so every stage has the same signature).
+    store : FeatureStore, optional
+        The trained store, open for writing (default: opened from ``exp.store``).
     report : str, optional
         Report folder; default ``exp.report``. ``""`` writes no report.
-    progress : bool
-        Unused (kept for a uniform stage signature).
 
     Returns
     -------
     EvaluateSummary
     """
     t0 = time.perf_counter()
-    store = FeatureStore.open(exp.store.url, "a", exp.store.storage_options)
+    if store is None:
+        store = FeatureStore.open(exp.store.url, "a", exp.store.storage_options)
     names = store.scored_sets([fs.name for fs in exp.feature_sets])
     missing = [fs.name for fs in exp.feature_sets if fs.name not in names]
     if missing and names:
@@ -205,9 +198,6 @@ def run_evaluate(
     store.record_timing("evaluate", seconds)
     summary = EvaluateSummary(metrics, details, fusion, store.class_names, seconds, report_dir or None)
     if report_dir:
-        from .gallery import gallery_for_report
-        from .report import write_report
-
         Path(report_dir).mkdir(parents=True, exist_ok=True)  # the gallery writes its thumbnails first
         summary.files = write_report(
             report_dir,
@@ -218,6 +208,6 @@ def run_evaluate(
             config=store.config or exp.to_dict(),
             timings=store.timings(),
             store_url=exp.store.url,
-            gallery=gallery_for_report(exp.store.url, report_dir, exp.store.storage_options),
+            gallery=gallery_for_report(store, report_dir),
         )
     return summary

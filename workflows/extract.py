@@ -17,6 +17,7 @@ missing; the arrays it produces are bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -38,6 +39,7 @@ from lsic.pipeline import (
     image_features,
 )
 
+from ._stage import WorkerCache, execute, single_blas_thread, stage_client
 from .config import Experiment
 from .datasets import build_manifest, check_root, read_images
 from .store import FeatureStore
@@ -100,38 +102,21 @@ def plan_extract(exp: Experiment, store: FeatureStore) -> ExtractPlan:
 # --------------------------------------------------------------------------- tasks (run on workers)
 
 
-def _single_blas_thread() -> None:
-    """Pin BLAS to one thread in the process running extraction tasks.
-
-    Extraction parallelises over images, and a multi-threaded GEMM (PCA
-    projection, codeword distances) sums in an order that depends on how many
-    threads it gets, so features would differ in the last bit between a first
-    run and a resumed one. Set once and left set: restoring it per task would
-    race between tasks sharing one process.
-    """
-    threadpool_limits(limits=1, user_api="blas")
-
-
-_CODEBOOK_CACHE: dict[tuple[str, str, str], Codebook] = {}
+_CODEBOOKS = WorkerCache()
 
 
 def _codebooks(store: FeatureStore, sets: Iterable[FeatureSet]) -> dict[str, Codebook]:
     """The store's codebooks, read once per worker process and store (keyed by its run id)."""
-    out = {}
-    for fs in sets:
-        key = (str(store.attrs["run_id"]), fs.name, repr(fs))
-        if key not in _CODEBOOK_CACHE:
-            _CODEBOOK_CACHE[key] = store.read_codebook(fs)
-        out[fs.name] = _CODEBOOK_CACHE[key]
-    return out
+    run = str(store.attrs["run_id"])
+    return {fs.name: _CODEBOOKS.get((run, fs.name, repr(fs)), functools.partial(store.read_codebook, fs)) for fs in sets}
 
 
-def _descriptor_sample(rows: list[int], url: str, so: dict, exp: Experiment) -> dict[str, np.ndarray]:
+def _descriptor_sample(rows: list[int], store: FeatureStore, exp: Experiment) -> dict[str, np.ndarray]:
     """Descriptors of a few training images, at most ``descriptors_per_image`` each, per kind."""
-    _single_blas_thread()
+    single_blas_thread()
     kinds = sorted({fs.descriptor for fs in exp.feature_sets})
     out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
-    paths, offsets, sizes = FeatureStore.open(url, "r", so).locators(np.asarray(rows, np.int64))
+    paths, offsets, sizes = store.locators(np.asarray(rows, np.int64))
     per = exp.codebook.descriptors_per_image
     for i, data in read_images(paths, offsets, sizes, exp.dataset.storage_options):
         if isinstance(data, Exception):
@@ -158,7 +143,7 @@ def _process_cores() -> int:
 
 
 def _fit_and_store_codebook(
-    partitions: list[list[dict[str, np.ndarray]]], fs: FeatureSet, url: str, so: dict, seed: int
+    partitions: list[list[dict[str, np.ndarray]]], fs: FeatureSet, store: FeatureStore, seed: int
 ) -> str:
     parts = [s[fs.descriptor] for part in partitions for s in part if s[fs.descriptor].size]
     if not parts:
@@ -186,19 +171,18 @@ def _fit_and_store_codebook(
         "codebook %s: %d codewords from %d descriptors in %.1f s on %d cores",
         fs.name, fs.codebook_size, len(sample), time.perf_counter() - t0, cores,
     )
-    FeatureStore.open(url, "a", so).write_codebook(fs, cb)
+    store.write_codebook(fs, cb)
     return fs.name
 
 
-def extract_chunk(k: int, url: str, so: dict, exp: Experiment) -> dict[str, int]:
+def extract_chunk(k: int, store: FeatureStore, exp: Experiment) -> dict[str, int]:
     """Compute and write row chunk ``k`` of every feature set, then mark it done.
 
     Each image is decoded once and its descriptors computed once for all sets.
     A row that cannot be read or decoded gets ``valid=False`` and its error;
     nothing else about it is written (its features stay zero).
     """
-    _single_blas_thread()
-    store = FeatureStore.open(url, "a", so)
+    single_blas_thread()
     start, stop = store.chunk_bounds(k)
     paths, offsets, sizes = store.locators(slice(start, stop))
     codebooks = _codebooks(store, exp.feature_sets)
@@ -228,7 +212,7 @@ def extract_chunk(k: int, url: str, so: dict, exp: Experiment) -> dict[str, int]
 # --------------------------------------------------------------------------- graphs
 
 
-def codebook_graph(exp: Experiment, store: FeatureStore, names: Iterable[str], url: str, so: dict) -> list[Any]:
+def codebook_graph(exp: Experiment, store: FeatureStore, names: Iterable[str]) -> list[Any]:
     """Delayed tasks that sample descriptors in parallel and fit + store each missing codebook."""
     names = list(names)
     if not names:
@@ -240,17 +224,15 @@ def codebook_graph(exp: Experiment, store: FeatureStore, names: Iterable[str], u
     rows = np.sort(rng.choice(train_rows, take, replace=False)).tolist()
     per_task = max(1, min(16, len(rows) // 16 or 1))
     bag = db.from_sequence(rows, partition_size=per_task)
-    samples = bag.map_partitions(lambda part: [_descriptor_sample(list(part), url, so, exp)]).to_delayed()
+    samples = bag.map_partitions(lambda part: [_descriptor_sample(list(part), store, exp)]).to_delayed()
     fit = dask.delayed(_fit_and_store_codebook, pure=False)
-    return [fit(samples, exp.feature_set(name), url, so, exp.seed) for name in names]
+    return [fit(samples, exp.feature_set(name), store, exp.seed) for name in names]
 
 
-def feature_bag(exp: Experiment, chunks: Iterable[int], url: str, so: dict) -> db.Bag:
+def feature_bag(exp: Experiment, store: FeatureStore, chunks: Iterable[int]) -> db.Bag:
     """One bag partition per row chunk, each writing its own region of the store."""
     chunks = list(chunks)
-    return db.from_sequence(chunks, npartitions=max(len(chunks), 1)).map(
-        extract_chunk, url=url, so=so, exp=exp
-    )
+    return db.from_sequence(chunks, npartitions=max(len(chunks), 1)).map(extract_chunk, store=store, exp=exp)
 
 
 # --------------------------------------------------------------------------- execute
@@ -281,6 +263,7 @@ def prepare_store(exp: Experiment, *, overwrite: bool = False) -> FeatureStore:
 def run_extract(
     exp: Experiment,
     *,
+    store: FeatureStore | None = None,
     client: Any = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -290,11 +273,15 @@ def run_extract(
     Parameters
     ----------
     exp : Experiment
+    store : FeatureStore, optional
+        The store as :func:`prepare_store` created or reopened it (default:
+        prepared here).
     client : distributed.Client, optional
         Where to run; by default a client from :func:`lsic.cluster.make_client`
         sized for extraction (closed again at the end).
     overwrite : bool
-        Replace a store made from another configuration instead of refusing it.
+        Replace a store made from another configuration instead of refusing it
+        (when the store is prepared here).
     progress : bool
         Show a progress bar on the client.
 
@@ -305,33 +292,25 @@ def run_extract(
         the same command computes only the rest.
     """
     t0 = time.perf_counter()
-    url, so = exp.store.url, dict(exp.store.storage_options)
-    store = prepare_store(exp, overwrite=overwrite)
+    if store is None:
+        store = prepare_store(exp, overwrite=overwrite)
     for fs in exp.feature_sets:
         store.create_features(fs.name, fs.dim, fs)
     plan = plan_extract(exp, store)
     if plan.complete:
-        log.info("extract: store %s is complete; nothing to do", url)
+        log.info("extract: store %s is complete; nothing to do", store.url)
         return _summary(exp, store, 0, time.perf_counter() - t0)
 
-    owns_client = client is None
-    if owns_client:
-        from lsic.cluster import make_client
-
-        client = make_client(**_cluster_kwargs(exp, "extract"))
-    try:
+    with stage_client(exp.cluster, "extract", client) as client:
         log.info("extract: dashboard %s", getattr(client, "dashboard_link", "n/a"))
         if plan.missing_codebooks:
             log.info("extract: fitting codebooks %s", ", ".join(plan.missing_codebooks))
-            tasks = codebook_graph(exp, store, plan.missing_codebooks, url, so)
-            _execute(client, tasks, "codebooks", progress, unit="set")
+            tasks = codebook_graph(exp, store, plan.missing_codebooks)
+            execute(client, tasks, "codebooks", progress, unit="set")
         plan = plan_extract(exp, store)
         t_feat = time.perf_counter()
-        bag = feature_bag(exp, plan.missing_chunks, url, so)
-        results = _execute(client, bag.to_delayed(), "extract", progress, unit="chunk", allow_errors=True)
-    finally:
-        if owns_client:
-            client.close()
+        bag = feature_bag(exp, store, plan.missing_chunks)
+        results = execute(client, bag.to_delayed(), "extract", progress, unit="chunk", allow_errors=True)
     done = [r for part in results if isinstance(part, list) for r in part]
     errors = [r for r in results if isinstance(r, BaseException)]
     images_done = sum(r["images"] for r in done)
@@ -345,46 +324,6 @@ def run_extract(
     summary = _summary(exp, store, images_done, time.perf_counter() - t_feat, n_failed=len(records))
     log.debug(summary.line())  # the CLI prints it
     return summary
-
-
-def _cluster_kwargs(exp: Experiment, stage: str) -> dict[str, Any]:
-    kw = dict(exp.cluster)
-    kw["stage"] = stage
-    return kw
-
-
-def _execute(client: Any, tasks: list[Any], label: str, progress: bool, *, unit: str, allow_errors: bool = False) -> list[Any]:
-    """Compute delayed ``tasks`` on ``client`` with a progress bar; results in completion order."""
-    from distributed import as_completed
-
-    if not tasks:
-        return []
-    futures = client.compute(tasks)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(futures), desc=label, unit=unit, leave=False)
-    out: list[Any] = []
-    try:
-        for fut in as_completed(futures, loop=client.loop):
-            if fut.status == "error":
-                exc = fut.exception()
-                if not allow_errors:
-                    raise exc
-                log.warning("%s: a task failed: %r", label, exc)
-                out.append(exc)
-            else:
-                out.append(fut.result())
-            if bar is not None:
-                bar.update(1)
-    except BaseException:
-        client.cancel(futures)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    return out
 
 
 def _summary(exp: Experiment, store: FeatureStore, images_done: int, seconds: float,

@@ -35,6 +35,7 @@ import numpy as np
 from lsic.pipeline import TOP_K, top_k_predictions
 
 from .datasets import read_images
+from .results import load_fusion
 from .store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,6 @@ class FusedTop:
 
 def fused_test_top(store: FeatureStore, *, chunk_rows: int = 4096) -> FusedTop:
     """Read the stored test scores of ``store`` chunk by chunk and fuse them with the stored fusion."""
-    from .evaluate import load_fusion
-
     fusion = load_fusion(store)
     rows = store.score_rows(fusion.names[0], "test")
     labels = store.labels().astype(np.int64)[rows]
@@ -282,14 +281,13 @@ def write_gallery(
             "classes_shown": len(classes), "classes_total": n_total}
 
 
-def gallery_for_report(url: str, out_dir: str | os.PathLike,
-                       storage_options: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-    """The report's hook: write the gallery of the store at ``url``; None (and a warning) when it cannot.
+def gallery_for_report(store: FeatureStore, out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The report's hook: write the gallery of ``store``; None (and a warning) when it cannot.
 
     A gallery must never cost the user the evaluation it illustrates.
     """
     try:
-        return write_gallery(FeatureStore.open(url, "r", storage_options), out_dir)
+        return write_gallery(store, out_dir)
     except Exception as exc:
         log.warning("gallery: not written (%s: %s)", type(exc).__name__, exc)
         return None

@@ -5,7 +5,7 @@ descriptor grid, the feature sets with their codebooks (and PCA), the
 one-vs-all weights and intercepts of every set and the score fusion
 (standardisation and weights, §5.2). It comes either from a model file
 (:mod:`lsic.workflows.model_file`, ``lsic export``) or straight from an
-evaluated store; both give bit-identical scores, because the arrays are the
+evaluated store (:meth:`LsicModel.from_store`); both give bit-identical scores, because the arrays are the
 same and the arithmetic below is the only scoring path (``lsic predict``, the
 Python API and distributed batch prediction all use it).
 
@@ -23,7 +23,7 @@ import io
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import fsspec
@@ -41,19 +41,16 @@ from lsic.pipeline import (
     top_k_predictions,
 )
 
+from . import model_file
+from ._records import plain
+from .config import experiment_from_store
+from .results import load_fusion
+from .store import FeatureStore
+
 log = logging.getLogger(__name__)
 
 #: What the API accepts as one image: a path or fsspec URL, encoded bytes, or a decoded array.
 ImageInput = Union[str, bytes, bytearray, memoryview, np.ndarray]
-
-
-def fs_record(fs: FeatureSet) -> dict[str, Any]:
-    """A feature set as plain JSON (tuples become lists), the inverse of ``FeatureSet.from_dict``."""
-    return json.loads(json.dumps(asdict(fs)))
-
-
-def grid_record(grid: DescriptorGrid) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(grid)))
 
 
 @dataclass
@@ -91,21 +88,42 @@ class LsicModel:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_store(cls, url: str, *, storage_options: Mapping[str, Any] | None = None) -> LsicModel:
-        """The model of an evaluated store (read through :class:`lsic.workflows.predict.Predictor`)."""
-        from .predict import Predictor
+    def from_store(cls, store: FeatureStore | str, *, storage_options: Mapping[str, Any] | None = None) -> LsicModel:
+        """The model of an evaluated store (an open one, or its URL opened for reading).
 
-        p = Predictor(url, storage_options=storage_options)
+        The descriptor grid and feature sets come from the config the store
+        records, the codebooks and final weights of the fused sets from the
+        store, the fusion from its last evaluation.
+        """
+        if not isinstance(store, FeatureStore):
+            store = FeatureStore.open(store, "r", storage_options)
+        exp = experiment_from_store(store)
+        fusion = load_fusion(store)
+        sets = tuple(exp.feature_set(n) for n in fusion.names)
+        codebooks = {fs.name: store.read_codebook(fs) for fs in sets}
+        weights = {fs.name: store.checkpoints.final_weights(fs.name) for fs in sets}
         return cls(
-            grid=p.exp.images,
-            feature_sets=tuple(p.sets),
-            codebooks=dict(p.codebooks),
-            coef=dict(p.coef),
-            intercept=dict(p.intercept),
-            fusion=p.fusion,
-            classes_=np.asarray(p.class_names, dtype=str),
-            meta={"lsic_version": p.lsic_version, "store_fingerprint": p.fingerprint, "source": url},
+            grid=exp.images,
+            feature_sets=sets,
+            codebooks=codebooks,
+            coef={name: w[0] for name, w in weights.items()},
+            intercept={name: w[1] for name, w in weights.items()},
+            fusion=fusion,
+            classes_=np.asarray(store.class_names, dtype=str),
+            meta={"lsic_version": store.attrs.get("lsic_version"), "store_fingerprint": store.fingerprint,
+                  "source": store.url},
         )
+
+    @classmethod
+    def from_file(cls, url: str, *, storage_options: Mapping[str, Any] | None = None) -> LsicModel:
+        """Load a model file (``lsic export``), checking its format version and every array's checksum.
+
+        Raises
+        ------
+        ModelFileError
+            Not a model file, a damaged one, or one from a newer lsic (one line naming the file and the fix).
+        """
+        return cls(**model_file.read_model(url, storage_options=storage_options))
 
     # ------------------------------------------------------------------ identity
 
@@ -122,8 +140,8 @@ class LsicModel:
     def settings(self) -> dict[str, Any]:
         """Everything but the arrays, as JSON (the model file's manifest carries it)."""
         return {
-            "grid": grid_record(self.grid),
-            "feature_sets": [fs_record(fs) for fs in self.feature_sets],
+            "grid": plain(self.grid),
+            "feature_sets": [plain(fs) for fs in self.feature_sets],
             "fusion": self.fusion.to_dict(),
             "class_names": [str(c) for c in self.classes_],
         }
@@ -211,9 +229,7 @@ class LsicModel:
 
     def save(self, url: str, **kwargs: Any) -> str:
         """Write this model as a model file (see :func:`lsic.workflows.model_file.write_model`)."""
-        from .model_file import write_model
-
-        return write_model(self, url, **kwargs)
+        return model_file.write_model(self, url, **kwargs)
 
     def __repr__(self) -> str:
         sets = ", ".join(fs.name for fs in self.feature_sets)
@@ -281,6 +297,14 @@ def is_model_file(url: str, storage_options: Mapping[str, Any] | None = None) ->
         return False
 
 
+def export_model(store_url: str, url: str, *, storage_options: Mapping[str, Any] | None = None,
+                 out_storage_options: Mapping[str, Any] | None = None) -> LsicModel:
+    """``lsic export``: read what prediction needs from an evaluated store and write the model file."""
+    model = LsicModel.from_store(store_url, storage_options=storage_options)
+    model.save(url, storage_options=out_storage_options)
+    return model
+
+
 def load_model(path_or_url: str, *, storage_options: Mapping[str, Any] | None = None) -> LsicModel:
     """Load a classifier from a model file (``lsic export``) or an evaluated store.
 
@@ -302,9 +326,7 @@ def load_model(path_or_url: str, *, storage_options: Mapping[str, Any] | None = 
         A store that is missing or not evaluated yet.
     """
     if is_model_file(path_or_url, storage_options):
-        from .model_file import read_model
-
-        return read_model(path_or_url, storage_options=storage_options)
+        return LsicModel.from_file(path_or_url, storage_options=storage_options)
     try:
         return LsicModel.from_store(path_or_url, storage_options=storage_options)
     except LsicError:

@@ -39,8 +39,6 @@ import numpy as np
 
 from lsic.pipeline import Codebook, ConfigError, DataError, DescriptorGrid, FeatureSet, ScoreFusion, __version__
 
-from .model import LsicModel
-
 log = logging.getLogger(__name__)
 
 FORMAT = "lsic-model"
@@ -58,8 +56,8 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_model(model: LsicModel, url: str, *, storage_options: Mapping[str, Any] | None = None) -> str:
-    """Write ``model`` as a model file at ``url`` (any fsspec URL); returns ``url``.
+def write_model(model: Any, url: str, *, storage_options: Mapping[str, Any] | None = None) -> str:
+    """Write ``model`` (an :class:`~lsic.workflows.model.LsicModel`) as a model file at ``url``; returns ``url``.
 
     The file is assembled in memory and written in one go, so a reader never
     sees half a file at the final name on stores that write objects atomically.
@@ -94,14 +92,6 @@ def write_model(model: LsicModel, url: str, *, storage_options: Mapping[str, Any
         fh.write(buf.getvalue())
     log.info("model file %s: %d classes, %d arrays, %.1f MiB", url, model.n_classes, len(blobs), len(buf.getvalue()) / 2**20)
     return url
-
-
-def export_model(store_url: str, url: str, *, storage_options: Mapping[str, Any] | None = None,
-                 out_storage_options: Mapping[str, Any] | None = None) -> LsicModel:
-    """``lsic export``: read what prediction needs from an evaluated store and write the model file."""
-    model = LsicModel.from_store(store_url, storage_options=storage_options)
-    write_model(model, url, storage_options=out_storage_options)
-    return model
 
 
 def _damaged(url: str, why: str) -> ModelFileError:
@@ -149,8 +139,14 @@ def _read_array(zf: zipfile.ZipFile, entry: Mapping[str, Any], name: str, url: s
     return a
 
 
-def read_model(url: str, *, storage_options: Mapping[str, Any] | None = None) -> LsicModel:
-    """Load a model file, checking its format version and every array's checksum.
+def read_model(url: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read a model file, checking its format version and every array's checksum.
+
+    Returns
+    -------
+    dict
+        The fields of :class:`~lsic.workflows.model.LsicModel` (``LsicModel(**read_model(url))``,
+        which :meth:`~lsic.workflows.model.LsicModel.from_file` does).
 
     Raises
     ------
@@ -190,7 +186,7 @@ def read_model(url: str, *, storage_options: Mapping[str, Any] | None = None) ->
         intercept[fs.name] = own["intercept"]
         if coef[fs.name].shape != (len(classes), fs.dim):
             raise _damaged(url, f"{fs.name}/coef is {coef[fs.name].shape}, expected ({len(classes)}, {fs.dim})")
-    return LsicModel(
+    return dict(
         grid=grid, feature_sets=sets, codebooks=codebooks, coef=coef, intercept=intercept, fusion=fusion,
         classes_=classes,
         meta={"lsic_version": manifest.get("lsic_version"), "store_fingerprint": manifest.get("store_fingerprint"),

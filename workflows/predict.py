@@ -10,8 +10,7 @@ is scored by every set's SVMs, and the fused scores rank the classes.
 An image that cannot be read or decoded gets an error record (one line) and
 the others are still classified. Runs in the calling process: a handful of
 images needs no cluster (a whole collection goes through
-:mod:`lsic.workflows.batch_predict` on the cluster). :class:`Predictor` is the
-store reader behind :meth:`lsic.workflows.model.LsicModel.from_store`.
+:mod:`lsic.workflows.batch_predict` on the cluster).
 """
 
 from __future__ import annotations
@@ -23,11 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
-import numpy as np
 
-from lsic.pipeline import LsicError, ScoreFusion, StoreError
+from lsic.pipeline import LsicError
 
-from .store import FeatureStore
+from .model import load_model, top_k_indices
 
 log = logging.getLogger(__name__)
 
@@ -61,45 +59,6 @@ class Prediction:
         return out
 
 
-def experiment_from_store(store: FeatureStore) -> Any:
-    """The :class:`~lsic.workflows.config.Experiment` a store was made with (from its attrs)."""
-    from .config import parse_experiment
-
-    cfg = store.config
-    if not cfg:
-        raise StoreError("the store records no config; it was not made by `lsic extract`")
-    cfg.pop("source", None)
-    return parse_experiment(cfg, source="store config")
-
-
-class Predictor:
-    """The codebooks, final weights and fusion of an evaluated store, read once (scored by :class:`~lsic.workflows.model.LsicModel`).
-
-    Parameters
-    ----------
-    url : str
-        The store (any fsspec URL).
-    storage_options : mapping, optional
-    """
-
-    def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
-        from .evaluate import load_fusion
-
-        store = FeatureStore.open(url, "r", storage_options)
-        self.url = url
-        self.exp = experiment_from_store(store)
-        self.class_names = store.class_names
-        self.lsic_version: str | None = store.attrs.get("lsic_version")
-        self.fingerprint = store.fingerprint
-        self.fusion: ScoreFusion = load_fusion(store)
-        self.sets = [self.exp.feature_set(n) for n in self.fusion.names]
-        self.codebooks = {fs.name: store.read_codebook(fs) for fs in self.sets}
-        self.coef: dict[str, np.ndarray] = {}
-        self.intercept: dict[str, np.ndarray] = {}
-        for fs in self.sets:
-            self.coef[fs.name], self.intercept[fs.name] = store.final_weights(fs.name)
-
-
 def expand_inputs(items: Iterable[str]) -> list[str]:
     """Image paths/URLs; a folder expands to the image files under it (sorted)."""
     out: list[str] = []
@@ -131,8 +90,6 @@ def predict_images(
     undecodable images carry an ``error`` instead of classes. The readable
     images are scored as one batch by :class:`lsic.workflows.model.LsicModel`.
     """
-    from .model import load_model, top_k_indices
-
     model = load_model(url, storage_options=storage_options)
     out: list[Prediction] = []
     feats, ok = [], []

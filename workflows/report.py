@@ -32,6 +32,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .gallery import gallery_for_report
+from .results import load_evaluation
+from .store import FeatureStore
+
 log = logging.getLogger(__name__)
 
 FIGURES = {
@@ -404,11 +408,8 @@ def report_from_store(url: str, out_dir: str | os.PathLike | None = None, *, sto
 
     The report folder defaults to the one recorded by the last evaluation.
     """
-    from .store import load_evaluation
-
-    from .gallery import gallery_for_report
-
-    ev = load_evaluation(url, storage_options=storage_options)
+    store = FeatureStore.open(url, "r", storage_options)
+    ev = load_evaluation(store)
     target = out_dir or ev["report"] or "report"
     Path(target).mkdir(parents=True, exist_ok=True)
     return write_report(
@@ -420,5 +421,5 @@ def report_from_store(url: str, out_dir: str | os.PathLike | None = None, *, sto
         config=ev["config"],
         timings=ev["timings"],
         store_url=url,
-        gallery=gallery_for_report(url, target, storage_options),
+        gallery=gallery_for_report(store, target),
     )

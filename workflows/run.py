@@ -12,7 +12,6 @@ work is recorded in the store (``timings``) for the report.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tempfile
@@ -23,7 +22,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._stage import stage_client
+from .config import load_experiment
 from .evaluate import EvaluateSummary, run_evaluate
+from .extract import plan_extract, prepare_store, run_extract
+from .store import FeatureStore
+from .train import plan_train, run_train
 
 log = logging.getLogger(__name__)
 
@@ -42,49 +46,22 @@ class RunResult:
         return self.evaluate.metrics
 
 
-def _stage_client(exp: Any, stage: str, say: Callable[[str], None], client: Any = None) -> Any:
-    if client is not None:
-        return contextlib.nullcontext(client)
-    from lsic.cluster import make_client
-
-    client = make_client(**{**exp.cluster, "stage": stage})
-    link = getattr(client, "dashboard_link", None)
-    if link:
-        say(f"{stage}: Dask dashboard at {link} (while the stage runs)")
-    return client
-
-
-def _extract_complete(exp: Any) -> bool:
+def _extract_complete(exp: Any, store: FeatureStore) -> bool:
     """True when the store holds a complete extraction of this config (no cluster needed)."""
-    from .extract import plan_extract
-    from .store import FeatureStore
-
-    so = exp.store.storage_options
-    if not FeatureStore.exists(exp.store.url, so):
-        return False
-    store = FeatureStore.open(exp.store.url, "r", so)
-    if store.fingerprint != exp.extraction_fingerprint() or not store.extract_complete:
-        return False
-    return plan_extract(exp, store).complete
+    return store.extract_complete and plan_extract(exp, store).complete
 
 
-def _train_complete(exp: Any) -> bool:
+def _train_complete(exp: Any, store: FeatureStore) -> bool:
     """True when every set's models and scores are complete for this config."""
-    from .store import FeatureStore
-    from .train import plan_train
-
     try:
-        plan = plan_train(exp, FeatureStore.open(exp.store.url, "r", exp.store.storage_options))
+        plan = plan_train(exp, store)
     except Exception:  # noqa: BLE001 - anything unusual: let run_train decide (and report it)
         return False
     return bool(plan.complete and not plan.stale)
 
 
-def _remember(exp: Any, stage: str, seconds: float, *, did_work: bool) -> None:
+def _remember(store: FeatureStore, stage: str, seconds: float, *, did_work: bool) -> None:
     """Record a stage's wall time in the store, unless it did nothing and a time is already recorded."""
-    from .store import FeatureStore
-
-    store = FeatureStore.open(exp.store.url, "a", exp.store.storage_options)
     if did_work or stage not in store.timings():
         store.record_timing(stage, seconds)
 
@@ -118,34 +95,32 @@ def run_pipeline(
     -------
     RunResult
     """
-    from .extract import run_extract
-    from .train import run_train
-
     say = say or log.info
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    if _extract_complete(exp) and not overwrite:
-        ex = run_extract(exp, client=client, progress=progress)  # re-plans, finds nothing to do
+    store = prepare_store(exp, overwrite=overwrite)  # the one store object of the run, passed to every stage
+    if _extract_complete(exp, store):
+        ex = run_extract(exp, store=store, client=client, progress=progress)  # re-plans, finds nothing to do
     else:
-        with _stage_client(exp, "extract", say, client) as c:
-            ex = run_extract(exp, client=c, overwrite=overwrite, progress=progress)
+        with stage_client(exp.cluster, "extract", client, say=say) as c:
+            ex = run_extract(exp, store=store, client=c, progress=progress)
     seconds["extract"] = time.perf_counter() - t0
     say(ex.line())
-    _remember(exp, "extract", seconds["extract"], did_work=bool(ex.images_done))
+    _remember(store, "extract", seconds["extract"], did_work=bool(ex.images_done))
 
     t0 = time.perf_counter()
-    if _train_complete(exp):
-        tr = run_train(exp, client=client, progress=progress)  # re-plans, finds nothing to do
+    if _train_complete(exp, store):
+        tr = run_train(exp, store=store, client=client, progress=progress)  # re-plans, finds nothing to do
     else:
-        with _stage_client(exp, "train", say, client) as c:
-            tr = run_train(exp, client=c, progress=progress)
+        with stage_client(exp.cluster, "train", client, say=say) as c:
+            tr = run_train(exp, store=store, client=c, progress=progress)
     seconds["train"] = time.perf_counter() - t0
     say(tr.line())
-    _remember(exp, "train", seconds["train"], did_work=bool(tr.epochs_run))
+    _remember(store, "train", seconds["train"], did_work=bool(tr.epochs_run))
 
     t0 = time.perf_counter()
-    ev = run_evaluate(exp, report=report, progress=progress)
+    ev = run_evaluate(exp, store=store, report=report)
     seconds["evaluate"] = time.perf_counter() - t0
     return RunResult(ex, tr, ev, seconds)
 
@@ -177,8 +152,6 @@ def demo_folder(folder: str | os.PathLike | None = None) -> Path:
 
 def demo_experiment(folder: str | os.PathLike | None = None, **cluster: Any) -> Any:
     """The shipped ``demo`` config with dataset.root = the package data and store/report under ``folder``."""
-    from .config import load_experiment
-
     base = demo_folder(folder)
     exp = load_experiment("demo", data=demo_data_root(), store=str(base / "demo.zarr"))
     exp = exp.replace(report=str(base / "report"))

@@ -7,9 +7,10 @@ loads each chunk of training rows once per epoch for all of its classes:
 1. :func:`plan_train` (pure) reads the store's small 1-D arrays and checkpoint
    marks: the training/validation/test row chunks, the last epoch whose
    checkpoint is complete, and the score arrays still missing.
-2. One :class:`~lsic.workflows._trainer.ClassBlockTrainer` actor per host
+2. One :class:`~lsic.workflows._training_actor.ClassBlockTrainer` actor per host
    (per worker on a one-host cluster) is created with ``workers=[address]``
-   and owns a balanced, contiguous block of classes for every feature set.
+   and owns a balanced, contiguous block of classes for every feature set
+   (:mod:`lsic.workflows._schedule` decides placement, classes and orders).
 3. The client drives epochs, not rows: one ``train_epoch`` call per actor per
    epoch with that epoch's chunk order (shuffled with the run's seed, the same
    on every actor). Each actor streams the chunks (next one prefetched),
@@ -20,8 +21,9 @@ loads each chunk of training rows once per epoch for all of its classes:
    test chunks into a class-block part; one task per row range reduces the parts
    into ``scores/<set>/<split>`` (n_rows, n_classes) float32 for fusion (§5.2).
 
-Actors have no resilience in ``distributed``: the driver watches the workers
-holding them and, when one is lost, starts a replacement actor with the same
+Actors have no resilience in ``distributed``: the driver's
+:class:`~lsic.workflows._actor_pool.ActorPool` watches the workers holding
+them and, when one is lost, starts a replacement actor with the same
 classes on a live worker, restores the last checkpoint and re-runs the epoch,
 so the final models equal those of a run without faults. A rerun of the
 command re-plans from the marks and resumes after the last complete epoch.
@@ -29,37 +31,28 @@ command re-plans from the marks and resumes after the last complete epoch.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from lsic.pipeline import TOP_K, ClusterError, ConfigError, MetricsTally, StoreError
+from lsic.pipeline import TOP_K, ConfigError, MetricsTally, StoreError
 
-from . import store as _layout
-from ._trainer import ClassBlockTrainer
+from ._actor_pool import MAX_RESTARTS, ActorPool, Slot, live_workers
+from ._layout import variants
+from ._schedule import epoch_order, walked_chunks
+from ._stage import stage_client
+from ._training_actor import ClassBlockTrainer
+from .config import Experiment
 from .store import SCORE_SPLITS, SPLITS, FeatureStore
 
-if TYPE_CHECKING:
-    from .config import Experiment
+__all__ = ["EpochRecord", "TrainPlan", "TrainSummary", "epoch_order", "live_workers", "plan_train", "run_settings",
+           "run_train", "train_params", "walked_chunks", "MAX_RESTARTS"]
 
 log = logging.getLogger(__name__)
-
-MAX_RESTARTS = 3
-"""A class block whose actor is lost more often than this fails the run (resumable)."""
-BUSY_WORKER_GRACE_S = 10.0
-"""A worker the scheduler still lists this long after a call to its actor failed was busy, not lost."""
-REPLACEMENT_WAIT_S = 60.0
-"""How long a lost actor waits for a live worker to restart on."""
-WORKER_POLL_S = 0.5
-"""Interval between the scheduler's worker lists while waiting for, or watching, workers."""
-CALL_POLL_S = 0.02
-"""Interval between checks of the pending actor calls (short: an epoch call is seconds to minutes)."""
 
 
 # --------------------------------------------------------------------------- plan
@@ -108,28 +101,14 @@ def train_params(exp: Experiment, name: str | None = None) -> dict[str, Any]:
 
 def run_settings(exp: Experiment, store: FeatureStore, name: str, n_features: int) -> dict[str, Any]:
     """Everything that must match for stored checkpoints of set ``name`` to be resumed."""
+    params = train_params(exp, name)
     return {
-        **_layout.model_settings(n_features, train_params(exp, name)),
+        "n_features": int(n_features), **{k: params[k] for k in sorted(params)},
         "seed": int(exp.seed),
         "compare_sgd": bool(exp.train.compare_sgd),
         "refit": bool(exp.train.refit),
         "store_run": store.run_id,
     }
-
-
-def walked_chunks(plan: TrainPlan, refit: bool) -> list[int]:
-    """The chunks an epoch walks: the training chunks, and with ``refit`` the validation chunks too."""
-    return sorted(set(plan.chunks["train"]) | (set(plan.chunks["val"]) if refit else set()))
-
-
-def epoch_order(chunks: Sequence[int], seed: int, epoch: int) -> list[int]:
-    """The chunk order of ``epoch``: a permutation seeded by (seed, epoch), same on all actors.
-
-    The actors permute the rows inside each chunk too (seeded by seed, epoch
-    and chunk), so an epoch visits the rows in a fresh order while holding one
-    chunk at a time.
-    """
-    return [int(k) for k in np.random.default_rng([int(seed), int(epoch)]).permutation(np.asarray(chunks, np.int64))]
 
 
 def _select_sets(exp: Experiment, sets: Sequence[str] | None) -> tuple[str, ...]:
@@ -162,7 +141,8 @@ def plan_train(exp: Experiment, store: FeatureStore, *, sets: Sequence[str] | No
         if attrs is not None and attrs.get("settings") not in (None, run_settings(exp, store, name, n_features[name])):
             stale.append(name)
             continue
-        done = sorted(set.intersection(*(set(store.complete_epochs(name, v)) for v in _variants(exp))))
+        kinds = variants(exp.train.compare_sgd, exp.train.refit)
+        done = sorted(set.intersection(*(set(store.checkpoints.complete_epochs(name, v)) for v in kinds)))
         starts.append(done[-1] if done else 0)
     start = min(starts) if starts else 0
     final = max(n_epochs, start)
@@ -248,250 +228,6 @@ class TrainSummary:
         )
 
 
-# --------------------------------------------------------------------------- actors
-
-
-@dataclass
-class _Slot:
-    """An actor the driver owns: its class block, where it lives, its last counters."""
-
-    index: int
-    lo: int
-    hi: int
-    address: str = ""
-    worker_dir: str = ""
-    host: str = ""
-    future: Any = None
-    actor: Any = None
-    restarts: int = 0
-    stats: dict[str, Any] = field(default_factory=dict)
-    dead_stats: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _ActorPool:
-    """Creates the actors, calls them once per epoch, replaces the ones whose worker died."""
-
-    def __init__(self, client: Any, exp: Experiment, plan: TrainPlan, n_actors: int | None,
-                 threads: int | None) -> None:
-        self.client = client
-        self.url, self.so = exp.store.url, dict(exp.store.storage_options)
-        self.sets = plan.sets
-        self.params = train_params(exp)
-        self.lam_by_set = {name: exp.train.lam_of(name) for name in self.sets}
-        self.compare_sgd = bool(exp.train.compare_sgd)
-        self.refit = bool(exp.train.refit)
-        self.seed = int(exp.seed)
-        self.threads = threads
-        workers = self._workers()
-        if not workers:
-            raise ClusterError("the cluster has no workers; start some or check --scheduler")
-        places = _placement(workers, n_actors, plan.n_classes)
-        blocks = np.array_split(np.arange(plan.n_classes), len(places))
-        self.slots = [_Slot(i, int(b[0]), int(b[-1]) + 1) for i, b in enumerate(blocks)]
-        for slot, addr in zip(self.slots, places):
-            self._start(slot, addr, workers[addr])
-
-    def _workers(self) -> dict[str, dict[str, Any]]:
-        return live_workers(self.client)
-
-    def _start(self, slot: _Slot, addr: str, info: Mapping[str, Any]) -> None:
-        threads = self.threads or int(info.get("nthreads", 1))
-        (slot.address, slot.worker_dir), slot.host = _worker_id(addr, info), str(info.get("host", ""))
-        slot.future = self.client.submit(
-            ClassBlockTrainer, self.url, self.so, list(self.sets), slot.lo, slot.hi, self.params,
-            lam_by_set=self.lam_by_set, n_threads=threads, compare_sgd=self.compare_sgd, seed=self.seed, refit=self.refit,
-            actor=True, workers=[addr], pure=False,
-            allow_other_workers=False,
-        )
-        with self.client.as_current():  # the actor proxy binds to this client, default or not
-            slot.actor = slot.future.result()
-        log.debug("actor %d (classes %d..%d) on %s", slot.index, slot.lo, slot.hi - 1, addr)
-
-    def _alive(self, slot: _Slot, workers: Mapping[str, Any]) -> bool:
-        info = workers.get(slot.address)
-        return info is not None and _worker_id(slot.address, info) == (slot.address, slot.worker_dir)
-
-    def _replace(self, slot: _Slot, restore_epoch: int, reason: str = "") -> None:
-        """Start a new actor for ``slot``'s classes on a live worker and restore ``restore_epoch``.
-
-        The worker is chosen among the live ones other than the lost one:
-        first a worker holding no actor (a restarted one), then one on the same
-        host, then the least loaded.
-        """
-        lost = (slot.address, slot.worker_dir)
-        while True:
-            slot.restarts += 1
-            if slot.restarts > MAX_RESTARTS:
-                raise ClusterError(
-                    f"the actor of classes {slot.lo}..{slot.hi - 1} was lost {slot.restarts - 1} times; "
-                    "check the workers' logs (memory limit?) and rerun `lsic train` to resume"
-                )
-            if slot.stats:
-                slot.dead_stats.append(slot.stats)
-                slot.stats = {}
-            try:
-                self.client.cancel([slot.future])
-            except Exception:  # the worker is gone; nothing to release
-                pass
-            start = time.monotonic()
-            while True:
-                live = self._workers()
-                workers = {a: w for a, w in live.items() if _worker_id(a, w) != lost}
-                waited = time.monotonic() - start
-                if not workers and waited > BUSY_WORKER_GRACE_S and lost[0] in live and _worker_id(lost[0], live[lost[0]]) == lost:
-                    # The call failed but the scheduler still lists that worker well after: it was
-                    # busy, not gone (a comm timeout while it trained). Restart on it, from the checkpoint.
-                    workers = {lost[0]: live[lost[0]]}
-                if workers or waited > REPLACEMENT_WAIT_S:
-                    break
-                time.sleep(WORKER_POLL_S)
-            if not workers:
-                raise ClusterError("all workers were lost during training; rerun `lsic train` to resume")
-            others = [s.address for s in self.slots if s is not slot]
-            target = min(sorted(workers), key=lambda a: (a in others, workers[a].get("host") != slot.host,
-                                                         others.count(a)))
-            log.warning("train: worker %s holding classes %d..%d was lost (%s); restarting the actor on %s from epoch %d",
-                        slot.address, slot.lo, slot.hi - 1, reason or "gone from the scheduler", target, restore_epoch)
-            try:
-                self._start(slot, target, workers[target])
-                slot.actor.restore(restore_epoch).result()
-                return
-            except Exception as exc:
-                if not self._is_loss(slot, exc):
-                    raise
-                lost = (slot.address, slot.worker_dir)  # the new worker died too: try another
-
-    def call(self, method: str, args: Callable[[_Slot], tuple], restore_epoch: int) -> list[Any]:
-        """Call ``method`` on every actor (one message each) and wait, replacing lost actors.
-
-        A lost actor is replaced, restored to checkpoint ``restore_epoch`` and
-        called again with the same arguments.
-        """
-        pending = {s.index: self._invoke(s, method, args, restore_epoch) for s in self.slots}
-        results: dict[int, Any] = {}
-        last_check = 0.0
-        while pending:
-            time.sleep(CALL_POLL_S)
-            lost: list[_Slot] = []
-            reasons: dict[int, str] = {}
-            for i, fut in list(pending.items()):
-                if not fut.done():
-                    continue
-                try:
-                    results[i] = fut.result()
-                    del pending[i]
-                except Exception as exc:
-                    if self._is_loss(self.slots[i], exc):
-                        lost.append(self.slots[i])
-                        reasons[i] = f"{method}: {type(exc).__name__}: {exc}"
-                    else:
-                        raise
-            now = time.monotonic()
-            if not lost and now - last_check > WORKER_POLL_S:
-                last_check = now
-                workers = self._workers()
-                lost = [self.slots[i] for i in pending if not self._alive(self.slots[i], workers)]
-            for slot in lost:
-                self._replace(slot, restore_epoch, reasons.get(slot.index, f"{method}: gone from the scheduler"))
-                pending[slot.index] = self._invoke(slot, method, args, restore_epoch)
-        return [results[s.index] for s in self.slots]
-
-    def _invoke(self, slot: _Slot, method: str, args: Callable[[_Slot], tuple], restore_epoch: int) -> Any:
-        """Send one call; an actor already known lost (the proxy refuses the call) is replaced first."""
-        while True:
-            try:
-                return getattr(slot.actor, method)(*args(slot))
-            except Exception as exc:
-                if not self._is_loss(slot, exc):
-                    raise
-                self._replace(slot, restore_epoch, f"{method}: {type(exc).__name__}: {exc}")
-
-    def _is_loss(self, slot: _Slot, exc: BaseException) -> bool:
-        """Did this call fail because the actor's worker went away (not an error raised by the actor)?
-
-        An exception raised by the actor's own code (even an ``OSError``) comes
-        back from a live worker and is re-raised; otherwise the scheduler's
-        worker list decides.
-        """
-        return actor_unreachable(exc) or not self._alive(slot, self._workers())
-
-    def close(self) -> None:
-        for s in self.slots:
-            try:
-                self.client.cancel([s.future])
-            except Exception:
-                pass
-
-
-ACTOR_LOST_MESSAGES = ("Unable to contact Actor's worker", "Worker holding Actor was lost")
-"""What ``distributed.actor`` says when an actor's worker is unreachable or gone."""
-
-
-def actor_unreachable(exc: BaseException) -> bool:
-    """Is ``exc`` distributed's report that an actor's worker cannot be reached (no own exception type)?
-
-    ``distributed`` raises ``OSError("Unable to contact Actor's worker")`` for a
-    failed connection and ``RuntimeError("Worker holding Actor was lost...")``
-    for a call on a proxy whose task was lost; only their text tells them from
-    the same types raised by the actor's code. This is lsic's one match on
-    that text; ``tests/workflows/test_train.py::test_distributed_actor_loss_messages``
-    fails when an installed ``distributed`` changes it.
-    """
-    from distributed.comm.core import CommClosedError
-
-    if isinstance(exc, CommClosedError):
-        return True
-    return isinstance(exc, (OSError, RuntimeError)) and any(m in str(exc) for m in ACTOR_LOST_MESSAGES)
-
-
-@functools.cache
-def _identity_takes_n_workers() -> bool:
-    """``Scheduler.identity`` takes ``n_workers`` from distributed 2025.4 (the scheduler runs the client's version)."""
-    from distributed import Scheduler
-
-    return "n_workers" in inspect.signature(Scheduler.identity).parameters
-
-
-def live_workers(client: Any) -> dict[str, dict[str, Any]]:
-    """The scheduler's workers now, ``{address: info}``, asked of the scheduler itself.
-
-    Not ``client.scheduler_info()``: it returns the client's cached identity,
-    which the client's periodic refresh overwrites with one listing no workers
-    (it asks for ``n_workers=0``); a poll that read the cache between the two
-    saw every worker gone and restarted a healthy actor from its checkpoint.
-    """
-    kwargs = {"n_workers": -1} if _identity_takes_n_workers() else {}  # before 2025.4 it lists every worker
-    return dict(client.sync(client.scheduler.identity, **kwargs)["workers"])
-
-
-def _worker_id(address: str, info: Mapping[str, Any]) -> tuple[str, str]:
-    """A worker process: its address and local directory (a restarted worker may reuse the address)."""
-    return address, str(info.get("local_directory", ""))
-
-
-def _placement(workers: Mapping[str, Mapping[str, Any]], n_actors: int | None, n_classes: int) -> list[str]:
-    """Worker addresses for the actors: one per host, or one per worker on a single-host cluster.
-
-    On each host the worker with the most threads is chosen. ``n_actors`` (the
-    config's ``train.actors``) overrides the count; actors then go round-robin
-    over the hosts' workers. Never more actors than classes.
-    """
-    addrs = sorted(workers)
-    hosts: dict[str, list[str]] = {}
-    for a in addrs:
-        hosts.setdefault(str(workers[a].get("host", a)), []).append(a)
-    if len(hosts) == 1:
-        per = addrs
-    else:
-        per = [max(v, key=lambda a: (workers[a].get("nthreads", 1), a)) for v in hosts.values()]
-    if n_actors is None:
-        chosen = per
-    else:
-        pool = per + [a for a in addrs if a not in per]
-        chosen = [pool[i % len(pool)] for i in range(n_actors)]
-    return chosen[: max(1, min(len(chosen), n_classes))]
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -517,6 +253,7 @@ def _reduce_accuracy(blocks: list[Any], labels: np.ndarray, first_row: int, n_cl
 def run_train(
     exp: Experiment,
     *,
+    store: FeatureStore | None = None,
     client: Any = None,
     sets: Sequence[str] | None = None,
     epochs: int | None = None,
@@ -531,6 +268,8 @@ def run_train(
     exp : Experiment
         ``exp.train`` holds eqs. 3-9 parameters, ``epochs``, ``actors`` and
         ``threads_per_actor``; ``exp.seed`` seeds the per-epoch chunk order.
+    store : FeatureStore, optional
+        The extracted store, open for writing (default: opened from ``exp.store``).
     client : distributed.Client, optional
         Where to run; by default a client from :func:`lsic.cluster.make_client`
         with ``stage="train"`` (one worker per host, all cores as threads),
@@ -561,9 +300,11 @@ def run_train(
     """
     t0 = time.perf_counter()
     names = _select_sets(exp, sets)
-    store, plan = _prepare(exp, names, epochs, restart)
+    if store is None:
+        store = FeatureStore.open(exp.store.url, "r+", exp.store.storage_options)
+    plan = _prepare(exp, store, names, epochs, restart)
     summary = TrainSummary(store.url, names, 0, plan.n_classes, tuple(plan.todo_epochs), plan.final_epoch,
-                           len(walked_chunks(plan, exp.train.refit)), 0.0)
+                           len(walked_chunks(plan.chunks, exp.train.refit)), 0.0)
     if plan.complete:
         log.info("train: %s is complete (epoch %d, scores written); nothing to do", store.url, plan.final_epoch)
         summary.seconds = time.perf_counter() - t0
@@ -571,45 +312,50 @@ def run_train(
     if not plan.chunks["train"]:
         raise StoreError(f"store {store.url!r} has no valid training rows; check the dataset split and failures.json")
 
-    owns_client = client is None
-    if owns_client:
-        from lsic.cluster import make_client
-
-        client = make_client(**{**exp.cluster, "stage": "train"})
-    pool = None
-    try:
-        pool = _ActorPool(client, exp, plan, exp.train.actors, exp.train.threads_per_actor)
-        summary.n_actors = len(pool.slots)
-        log.info("train: %d actor(s) on %s; classes %s", len(pool.slots),
-                 ", ".join(sorted({s.address for s in pool.slots})),
-                 ", ".join(f"{s.lo}..{s.hi - 1}" for s in pool.slots))
-        pool.call("restore", lambda s: (plan.start_epoch,), plan.start_epoch)
-        for e in plan.todo_epochs:
-            rec = _train_epoch(pool, store, plan, exp, e)
-            summary.history.append(rec)
-            if progress:
-                log.info("train: %s", rec.line())
-            if on_epoch is not None:
-                on_epoch(rec)
-        _write_final(pool, store, plan)
-        _score(client, pool, store, plan, plan.final_epoch)
-        for s, st in zip(pool.slots, pool.call("stats", lambda s: (), plan.final_epoch)):
-            s.stats = st
-    finally:
-        if pool is not None:
+    with stage_client(exp.cluster, "train", client) as client:
+        pool = ActorPool(client, ClassBlockTrainer, _actor_kwargs(exp, store, plan), plan.n_classes,
+                         exp.train.actors, exp.train.threads_per_actor)
+        try:
+            _run_epochs(exp, store, plan, pool, summary, progress, on_epoch)
+            _write_final(pool, store, plan)
+            _score(client, pool, store, plan, plan.final_epoch)
+            for s, st in zip(pool.slots, pool.call("stats", lambda s: (), plan.final_epoch)):
+                s.stats = st
+        finally:
             pool.close()
-        if owns_client:
-            client.close()
     _fill_counters(summary, pool.slots)
     summary.seconds = time.perf_counter() - t0
     log.debug(summary.line())  # the CLI prints it
     return summary
 
 
-def _prepare(exp: Experiment, names: tuple[str, ...], epochs: int | None,
-             restart: bool) -> tuple[FeatureStore, TrainPlan]:
-    """Open the store, drop what ``restart`` asks, plan, and record each set's settings before training."""
-    store = FeatureStore.open(exp.store.url, "r+", exp.store.storage_options)
+def _actor_kwargs(exp: Experiment, store: FeatureStore, plan: TrainPlan) -> dict[str, Any]:
+    """What every :class:`~lsic.workflows._training_actor.ClassBlockTrainer` of the run is made with."""
+    return {"url": store.url, "storage_options": store.storage_options, "sets": list(plan.sets),
+            "params": train_params(exp), "lam_by_set": {name: exp.train.lam_of(name) for name in plan.sets},
+            "compare_sgd": bool(exp.train.compare_sgd), "seed": int(exp.seed), "refit": bool(exp.train.refit)}
+
+
+def _run_epochs(exp: Experiment, store: FeatureStore, plan: TrainPlan, pool: ActorPool, summary: TrainSummary,
+                progress: bool, on_epoch: Callable[[EpochRecord], None] | None) -> None:
+    """Restore the actors to the plan's start epoch, then train the epochs still to do."""
+    summary.n_actors = len(pool.slots)
+    log.info("train: %d actor(s) on %s; classes %s", len(pool.slots),
+             ", ".join(sorted({s.address for s in pool.slots})),
+             ", ".join(f"{s.lo}..{s.hi - 1}" for s in pool.slots))
+    pool.call("restore", lambda s: (plan.start_epoch,), plan.start_epoch)
+    for e in plan.todo_epochs:
+        rec = _train_epoch(pool, store, plan, exp, e)
+        summary.history.append(rec)
+        if progress:
+            log.info("train: %s", rec.line())
+        if on_epoch is not None:
+            on_epoch(rec)
+
+
+def _prepare(exp: Experiment, store: FeatureStore, names: tuple[str, ...], epochs: int | None,
+             restart: bool) -> TrainPlan:
+    """Check the store, drop what ``restart`` asks, plan, and record each set's settings before training."""
     if not store.extract_complete:
         raise StoreError(f"store {store.url!r} is not completely extracted; run `lsic extract` (it resumes) first")
     if restart:
@@ -625,23 +371,18 @@ def _prepare(exp: Experiment, names: tuple[str, ...], epochs: int | None,
         store.init_models(name, {"settings": run_settings(exp, store, name, plan.n_features[name]),
                                  "n_classes": plan.n_classes, "n_features": plan.n_features[name],
                                  "class_names": store.class_names, "history": []})
-    return store, plan
+    return plan
 
 
-def _variants(exp: Experiment) -> list[str]:
-    """The model families a run trains: ``asgd``, plain ``sgd`` (compare_sgd), ``refit`` (train + val rows)."""
-    return ["asgd"] + (["sgd"] if exp.train.compare_sgd else []) + (["refit"] if exp.train.refit else [])
-
-
-def _train_epoch(pool: _ActorPool, store: FeatureStore, plan: TrainPlan, exp: Experiment, e: int) -> EpochRecord:
+def _train_epoch(pool: ActorPool, store: FeatureStore, plan: TrainPlan, exp: Experiment, e: int) -> EpochRecord:
     """Epoch ``e``: one call per actor, the validation reduce, then the checkpoint marks and history."""
     te = time.perf_counter()
-    variants = _variants(exp)
+    kinds = variants(exp.train.compare_sgd, exp.train.refit)
     validate = exp.train.validate_each_epoch and bool(plan.chunks["val"])
     for name in plan.sets:
-        for v in variants:
-            store.create_epoch(name, v, e, plan.n_classes)
-    order = epoch_order(walked_chunks(plan, exp.train.refit), exp.seed, e)
+        for v in kinds:
+            store.checkpoints.create_epoch(name, v, e, plan.n_classes)
+    order = epoch_order(walked_chunks(plan.chunks, exp.train.refit), exp.seed, e)
     val = list(plan.chunks["val"]) if validate else []
     restarts0 = sum(s.restarts for s in pool.slots)
     results = pool.call("train_epoch", lambda s: (e, order, val), e - 1)
@@ -655,7 +396,7 @@ def _train_epoch(pool: _ActorPool, store: FeatureStore, plan: TrainPlan, exp: Ex
         val_first = plan.bounds["val"][0]
         val_labels = store.labels(slice(*plan.bounds["val"]))
         for name in plan.sets:
-            for v in variants:
+            for v in kinds:
                 if v == "refit":  # it trained on the validation rows
                     continue
                 key = name if v == "asgd" else f"{name}/sgd"
@@ -663,25 +404,25 @@ def _train_epoch(pool: _ActorPool, store: FeatureStore, plan: TrainPlan, exp: Ex
                     [r["val"][(name, v)] for r in results], val_labels, val_first, plan.n_classes)
     blocks = [(s.lo, s.hi) for s in pool.slots]
     for name in plan.sets:
-        if not all(store.block_complete(name, v, e, lo, hi) for v in variants for lo, hi in blocks):
+        if not all(store.checkpoints.block_complete(name, v, e, lo, hi) for v in kinds for lo, hi in blocks):
             raise StoreError(f"checkpoint of epoch {e} of set {name!r} is incomplete after the epoch; rerun")
         hist = [h for h in store.history(name) if h["epoch"] < e]
         store.update_models(name, history=hist + [rec.to_dict()], epochs_complete=e)
-        for v in variants:  # keep the newest complete checkpoint only
-            store.drop_epoch(name, v, e - 1)
+        for v in kinds:  # keep the newest complete checkpoint only
+            store.checkpoints.drop_epoch(name, v, e - 1)
     return rec
 
 
-def _write_final(pool: _ActorPool, store: FeatureStore, plan: TrainPlan) -> None:
+def _write_final(pool: ActorPool, store: FeatureStore, plan: TrainPlan) -> None:
     """The averaged weights of the final epoch into ``models/<set>/coef`` and ``intercept``."""
     for name in plan.sets:
-        store.create_final_weights(name, plan.n_classes, plan.n_features[name])
+        store.checkpoints.create_final_weights(name, plan.n_classes, plan.n_features[name])
     pool.call("write_final", lambda s: (), plan.final_epoch)
     for name in plan.sets:
         store.update_models(name, final_epoch=plan.final_epoch)
 
 
-def _score(client: Any, pool: _ActorPool, store: FeatureStore, plan: TrainPlan, final: int) -> None:
+def _score(client: Any, pool: ActorPool, store: FeatureStore, plan: TrainPlan, final: int) -> None:
     """Actors write class-block parts; one task per row chunk reduces them into ``scores/<set>/<split>``."""
     splits = sorted({s for _, s in plan.missing_scores}, key=SCORE_SPLITS.index)
     for split in splits:
@@ -695,14 +436,14 @@ def _score(client: Any, pool: _ActorPool, store: FeatureStore, plan: TrainPlan, 
         blocks = [(s.lo, s.hi) for s in pool.slots]
         for name in names:
             store.create_scores(name, split, rows, plan.n_classes)
-            futs = [client.submit(_layout.reduce_score_rows, store.url, store.storage_options, name, split, blocks,
-                                  i, min(i + cr, rows.size), pure=False) for i in range(0, rows.size, cr)]
+            futs = [client.submit(store.reduce_score_rows, name, split, blocks, i, min(i + cr, rows.size), pure=False)
+                    for i in range(0, rows.size, cr)]
             client.gather(futs)
             store.finish_scores(name, split, final)
             store.drop_score_parts(name, split)
 
 
-def _fill_counters(summary: TrainSummary, slots: list[_Slot]) -> None:
+def _fill_counters(summary: TrainSummary, slots: list[Slot]) -> None:
     loads: dict[str, int] = {}
     for s in slots:
         for st in [*s.dead_stats, s.stats]:

@@ -12,7 +12,7 @@ from lsic.cluster import add_cluster_arguments, cluster_options, job_script, mak
 from lsic.cluster._jobqueue import jobqueue_sizing
 from lsic.cluster._local import local_sizing
 from lsic.cluster.config import resolve
-from lsic.pipeline._errors import ClusterError, ConfigError
+from lsic.pipeline.errors import ClusterError, ConfigError
 
 
 def test_defaults_come_from_dask_config():

@@ -13,7 +13,7 @@ from dask.system import CPU_COUNT
 from distributed import LocalCluster
 
 from lsic.cluster import make_client
-from lsic.pipeline._errors import ClusterError
+from lsic.pipeline.errors import ClusterError
 
 
 def _hosts(client) -> set[str]:

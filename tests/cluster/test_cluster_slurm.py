@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from lsic.cluster import make_client
-from lsic.pipeline._errors import ClusterError
+from lsic.pipeline.errors import ClusterError
 
 pytestmark = pytest.mark.slurm
 

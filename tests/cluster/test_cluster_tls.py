@@ -9,7 +9,7 @@ import dask
 import pytest
 
 from lsic.cluster import make_client
-from lsic.pipeline._errors import ClusterError
+from lsic.pipeline.errors import ClusterError
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402

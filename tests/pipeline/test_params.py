@@ -40,3 +40,23 @@ def test_constraints_are_the_single_source(key, bad):
                                        ("eta0", None), ("average", 10)])
 def test_valid_values_pass(key, good):
     check_asgd_params({key: good, "unrelated": object()}, where="train")
+
+
+@pytest.mark.parametrize("key, bad", [("c", 2.0), ("c", 0.5), ("lam", 0.0), ("lam", float("inf")), ("eta0", -1.0),
+                                      ("mode", "fast"), ("average", -1), ("block_size", 0), ("block_gram", 1)])
+def test_the_solver_checks_the_same_constraints(key, bad):
+    """OneVsAllASGD rejects what the estimator's constraints reject, naming the key, and accepts their good values."""
+    from lsic.pipeline import OneVsAllASGD
+
+    assert key in ASGDClassifier._parameter_constraints
+    X, y = np.random.default_rng(0).normal(size=(20, 3)), np.arange(20) % 3
+    with pytest.raises(ValueError, match=key):
+        ASGDClassifier(**{key: bad}).fit(X, y)
+    settings = {"lam": 1e-3, key: bad}
+    with pytest.raises(ConfigError, match=f"^OneVsAllASGD.{key} must be "):
+        OneVsAllASGD(3, [0, 1], **settings)
+    if key in ("lam", "eta0"):  # one value per class: each is checked
+        with pytest.raises(ConfigError, match=f"^OneVsAllASGD.{key} must be "):
+            OneVsAllASGD(3, [0, 1], **{**settings, key: [1e-3, bad]})
+    good = ASGDClassifier().get_params()[key] if key != "eta0" else 0.1
+    OneVsAllASGD(3, [0, 1], **{"lam": 1e-3, key: good})

@@ -14,7 +14,7 @@ import pytest
 from lsic.pipeline import StoreError
 from lsic.workflows import batch_predict, cli, load_model
 from lsic.workflows.batch_predict import list_inputs, parts_url, run_batch_predict
-from lsic.workflows.model_file import export_model
+from lsic.workflows.model import export_model
 
 
 @pytest.fixture(scope="module")

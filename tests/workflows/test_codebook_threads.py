@@ -21,13 +21,12 @@ def test_fit_uses_every_core_through_openmp_and_keeps_blas_pinned(monkeypatch):
         return object()
 
     monkeypatch.setattr(extract.Codebook, "fit", staticmethod(fake_fit))
-    monkeypatch.setattr(extract.FeatureStore, "open", classmethod(lambda cls, *a, **k: cls.__new__(cls)))
     monkeypatch.setattr(extract.FeatureStore, "write_codebook", lambda *a, **k: None)
     monkeypatch.setattr(extract, "_process_cores", lambda: 3)
     fs = FeatureSet("a", "hog", "lcc", 8, kappa=2)
     parts = [[{"hog": np.ones((5, 128), np.float32)}], [{"hog": np.ones((6, 128), np.float32)}]]
     with threadpool_limits(limits=1):  # as dask's OMP_NUM_THREADS=1 and the sampling tasks' BLAS pin leave it
-        assert extract._fit_and_store_codebook(parts, fs, "mem://x", {}, 0) == "a"
+        assert extract._fit_and_store_codebook(parts, fs, extract.FeatureStore.__new__(extract.FeatureStore), 0) == "a"
         assert seen["n"] == 11
         assert seen["openmp"] == {3}  # scikit-learn's k-means threads: every core of the process
         assert seen["blas"] == {1} and _threads("blas") == {1}  # extraction's GEMMs stay single-threaded

@@ -1,4 +1,4 @@
-"""Evaluation stage and report over a synthetic store of scores (``FeatureStore.write``; no extraction or training)."""
+"""Evaluation stage and report over a synthetic store of scores (``testing.write_store``; no extraction or training)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from lsic.pipeline import ScoreFusion, StoreError, top_k_accuracy
 from lsic.workflows.evaluate import load_evaluation, run_evaluate
 from lsic.workflows.report import FIGURES, format_table, report_from_store
 from lsic.workflows.store import SPLIT_CODES, TEST, TRAIN, VAL, FeatureStore
+from lsic.workflows.testing import write_scores, write_store
 
 N_CLASSES = 7
 SETS = ("a", "b")
@@ -27,7 +28,7 @@ def _make_store(url, seed=0, with_val=True, failed=2):
     split = np.array([TRAIN] * n_tr + [VAL] * n_va + [TEST] * (n_te + failed), np.int8)
     valid = np.ones(n, bool)
     valid[-failed:] = False
-    g = FeatureStore.write(url, labels=labels, split=split, valid=valid, features={}, chunk_rows=16,
+    g = write_store(url, labels=labels, split=split, valid=valid, features={}, chunk_rows=16,
                            class_names=[f"class_{i}" for i in range(N_CLASSES)], config={"name": "toy"})
     for j, name in enumerate(SETS):
         for sp, code in SPLIT_CODES.items():
@@ -37,7 +38,7 @@ def _make_store(url, seed=0, with_val=True, failed=2):
             s = rng.normal(size=(len(rows), N_CLASSES)).astype(np.float32)
             s[np.arange(len(rows)), labels[rows]] += 1.0 + j
             s = s * (10.0 ** j)  # sets on very different scales
-            g.write_scores(name, sp, rows, s)
+            write_scores(g, name, sp, rows, s)
         g.init_models(name, {"history": [
             {"epoch": e + 1, "val_top1": {name: a, f"{name}/sgd": b}} for e, (a, b) in enumerate([(0.3, 0.2), (0.5, 0.3), (0.6, 0.45)])
         ]})
@@ -59,7 +60,7 @@ def test_evaluate_metrics_match_sklearn_and_report(tmp_path):
     g = _make_store(url)
     g.record_timing("extract", 1.5)
     g.record_timing("train", 2.5)
-    summary = run_evaluate(_exp(url, tmp_path / "rep"), progress=False)
+    summary = run_evaluate(_exp(url, tmp_path / "rep"))
     m = summary.metrics
 
     # exactly the documented shape
@@ -121,7 +122,7 @@ def test_evaluate_metrics_match_sklearn_and_report(tmp_path):
 def test_equal_weights_without_validation(tmp_path):
     url = str(tmp_path / "s.zarr")
     _make_store(url, with_val=False)
-    summary = run_evaluate(_exp(url, ""), progress=False)
+    summary = run_evaluate(_exp(url, ""))
     assert summary.fusion.method == "equal"
     assert list(summary.metrics["fused"]["weights"].values()) == pytest.approx([0.5, 0.5])
     assert summary.files == {}
@@ -129,8 +130,8 @@ def test_equal_weights_without_validation(tmp_path):
 
 def test_evaluate_without_scores_is_one_line_error(tmp_path):
     url = str(tmp_path / "s.zarr")
-    FeatureStore.write(url, labels=np.zeros(4), split=np.zeros(4), features={}, class_names=["x"])
+    write_store(url, labels=np.zeros(4), split=np.zeros(4), features={}, class_names=["x"])
     with pytest.raises(StoreError, match="lsic train"):
-        run_evaluate(_exp(url, ""), progress=False)
+        run_evaluate(_exp(url, ""))
     with pytest.raises(StoreError, match="evaluate"):
         load_evaluation(url)

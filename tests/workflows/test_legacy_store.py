@@ -55,10 +55,10 @@ def test_legacy_models_and_scores(legacy):
     for name in SETS:
         m = store.load_models(name)
         np.testing.assert_array_equal(m.coef_.astype(np.float32), np.asarray(want["coef"][name], np.float32))
-        coef, intercept = store.final_weights(name)
+        coef, intercept = store.checkpoints.final_weights(name)
         np.testing.assert_array_equal(coef, np.asarray(want["coef"][name], np.float32))
         np.testing.assert_array_equal(intercept, np.asarray(want["intercept"][name], np.float32))
-        assert store.complete_epochs(name, "sgd") == [2]
+        assert store.checkpoints.complete_epochs(name, "sgd") == [2]
         assert store.load_models(name, variant="sgd").average is False
         X = np.asarray(want["features"][name], np.float32)
         coef, b = np.asarray(want["coef"][name]), np.asarray(want["intercept"][name])
@@ -88,7 +88,7 @@ def test_legacy_evaluation(legacy):
 def test_legacy_codebooks_and_model_still_predict(legacy):
     """Settings added since 0.1.0 (e.g. LCC's ``knn``) do not make the release's codebooks "another set"."""
     from lsic.workflows import load_model
-    from lsic.workflows.predict import experiment_from_store
+    from lsic.workflows.config import experiment_from_store
 
     url, _ = legacy
     store = FeatureStore.open(url, "r")

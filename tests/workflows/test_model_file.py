@@ -15,8 +15,10 @@ from lsic.pipeline import image_features
 from lsic.workflows import cli, load_model
 from lsic.workflows.store import FeatureStore
 from lsic.workflows.evaluate import load_fusion
-from lsic.workflows.model_file import FORMAT_VERSION, ModelFileError, export_model
-from lsic.workflows.predict import Predictor, predict_images
+from lsic.workflows.config import experiment_from_store
+from lsic.workflows.model import export_model
+from lsic.workflows.model_file import FORMAT_VERSION, ModelFileError
+from lsic.workflows.predict import predict_images
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +52,14 @@ def test_exported_model_gives_the_stores_fused_scores(exported):
     stored = fusion.transform({n: g.read_scores(n, "test") for n in fusion.names})
     np.testing.assert_allclose(s_file, stored, rtol=1e-4, atol=1e-4)
     # independent reference 2: the store's parts, one image at a time, scored and fused here
-    pred = Predictor(url)
+    exp = experiment_from_store(g)
+    sets = [exp.feature_set(n) for n in fusion.names]
+    codebooks = {fs.name: g.read_codebook(fs) for fs in sets}
+    weights = {n: g.checkpoints.final_weights(n) for n in fusion.names}
     for i, p in enumerate(paths[:4]):
         with fsspec.open(p, "rb") as fh:
-            feats = image_features(fh.read(), pred.sets, pred.codebooks, pred.exp.images, name=p)
-        per_set = {n: feats[n][None, :] @ pred.coef[n].T + pred.intercept[n][None, :] for n in fusion.names}
+            feats = image_features(fh.read(), sets, codebooks, exp.images, name=p)
+        per_set = {n: feats[n][None, :] @ weights[n][0].T + weights[n][1][None, :] for n in fusion.names}
         np.testing.assert_allclose(s_file[i], fusion.transform(per_set)[0], rtol=1e-5, atol=1e-5)
 
     # `lsic predict STORE` and `lsic predict MODEL` give the same predictions, score for score

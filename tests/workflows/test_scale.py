@@ -1,6 +1,6 @@
 """Training at (a small cut of) ILSVRC shape, issue #13: the synthetic LCC-like store and the workflow on it.
 
-The store comes from ``lsic.workflows._synthetic.write_lcc_like_store``, the
+The store comes from ``lsic.workflows.testing.write_lcc_like_store``, the
 generator ``benchmarks/bench_scale.py`` uses at 100,000 x 16,384 x 1,000.
 References: an in-process ``OneVsAllASGD`` trained on the same rows in the same
 order (written out here, from the generator's rows, not from the store), the
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from lsic.pipeline import OneVsAllASGD
-from lsic.workflows._synthetic import write_lcc_like_store
-from lsic.workflows._trainer import ClassBlockTrainer
+from lsic.workflows.testing import write_lcc_like_store, write_scores
+from lsic.workflows._training_actor import ClassBlockTrainer
 from lsic.workflows.config import parse_experiment
 from lsic.workflows.evaluate import run_evaluate
 from lsic.workflows.store import TEST, TRAIN, FeatureStore
@@ -117,7 +117,7 @@ def test_train_and_evaluate_read_it_and_model_equals_in_process(synthetic, threa
     # the class structure is learnable: far above chance (1/200) on validation
     assert summary.history[-1].val_top1["f"] > 0.2
     # lsic evaluate reads the scores like those of an extracted store; top-1 equals argmax of X W^T + b here
-    ev = run_evaluate(experiment(url), report="", progress=False)
+    ev = run_evaluate(experiment(url), report="")
     test = split == TEST
     S = X[test] @ model.coef_.T + model.intercept_
     top1 = float(np.mean(np.argmax(S, axis=1) == labels[test]))
@@ -136,7 +136,7 @@ def _peak_epoch_memory(tmp_path, n_train: int) -> tuple[int, int, int, int]:
     store = FeatureStore.open(url, "r+")
     chunks = store.split_chunks("train")
     val = store.split_chunks("val")
-    store.create_epoch("f", "asgd", 1, N_CLASSES)
+    store.checkpoints.create_epoch("f", "asgd", 1, N_CLASSES)
     trainer.restore(0)
     trainer.train_epoch(1, chunks[:2], val)  # warm up numba, zarr codecs and the checkpoint writer
     trainer.restore(0)
@@ -170,21 +170,21 @@ def test_checkpoint_writes_the_live_state_without_a_copy(tmp_path):
     _, rows = write_lcc_like_store(url, n_train=cr, n_val=0, n_test=0, dim=d, n_classes=k, chunk_rows=cr, seed=SEED)
     store = FeatureStore.open(url, "r+")
     store.init_models("f", {"n_classes": k})
-    store.create_epoch("f", "asgd", 1, k)
+    store.checkpoints.create_epoch("f", "asgd", 1, k)
     model = OneVsAllASGD(d, np.arange(k), lam=LAM, eta0=ETA0, mode="block", n_threads=1)
     model.partial_fit(rows[0:cr], store.labels()[:cr])
     weights = k * d * 4 * 2  # V and U
-    store.write_block("f", "asgd", 1, model, 0)  # warm up the codec
+    store.checkpoints.write_block("f", "asgd", 1, model, 0)  # warm up the codec
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        store.write_block("f", "asgd", 1, model, 0)
+        store.checkpoints.write_block("f", "asgd", 1, model, 0)
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
     # one array's compressed chunk at a time (V or U: half the weights), not a copy of both
     assert peak < 0.75 * weights
-    back = store.read_block("f", "asgd", 1, 0, k, n_threads=1)
+    back = store.checkpoints.read_block("f", "asgd", 1, 0, k, n_threads=1)
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(back.state_dict()[key], value)
     # the views are the live state: the default still copies
@@ -235,7 +235,7 @@ def _peak_evaluate_memory(tmp_path, n_test: int, n_classes: int = 1000) -> tuple
             S = rng.standard_normal((rows.size, n_classes), dtype=np.float32)
             hit = rng.random(rows.size) < 0.5
             S[np.flatnonzero(hit), labels[rows[hit]]] += 4.0
-            store.write_scores(name, split, rows, S)
+            write_scores(store, name, split, rows, S)
             if split == "test":  # top-1 over images, directly
                 expected[name] = float(np.mean(np.argmax(S, axis=1) == labels[rows]))
             del S

@@ -1,4 +1,4 @@
-"""FeatureStore: the layout table, row-chunk arithmetic, opening errors and the synthetic writer."""
+"""FeatureStore: the layout table, row-chunk arithmetic, opening errors and the synthetic writer (``testing.write_store``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 import zarr
 
 from lsic.pipeline import StoreError
-from lsic.workflows import store as layout
+from lsic.workflows import _layout as layout
+from lsic.workflows._zarr_io import decode_chunk_into
 from lsic.workflows.store import TEST, TRAIN, VAL, FeatureStore
+from lsic.workflows.testing import write_store
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -106,7 +108,7 @@ def test_writer_makes_what_extraction_makes(tmp_path):
     labels = rng.integers(0, 3, split.size)
     valid = rng.random(split.size) > 0.2
     X = rng.normal(size=(split.size, 5)).astype(np.float32)
-    store = FeatureStore.write(url, labels=labels, split=split, valid=valid, features={"f": X}, chunk_rows=4)
+    store = write_store(url, labels=labels, split=split, valid=valid, features={"f": X}, chunk_rows=4)
     again = FeatureStore.open(url)
     assert FeatureStore.exists(url) and again.extract_complete and again.done_chunks().all()
     assert again.class_names == ["c0", "c1", "c2"] and again.n_chunks == 6
@@ -124,7 +126,7 @@ def test_writer_makes_what_extraction_makes(tmp_path):
         every = np.flatnonzero(split == code)
         assert store.split_bounds(name) == (every[0], every[-1] + 1)
     with pytest.raises(ValueError, match="ordered train, val, test"):
-        FeatureStore.write(url, labels=labels, split=split[::-1], features={})
+        write_store(url, labels=labels, split=split[::-1], features={})
 
 
 def test_sparse_lcc_features_are_stored_without_shuffle_dense_ones_with_it(tmp_path):
@@ -135,7 +137,7 @@ def test_sparse_lcc_features_are_stored_without_shuffle_dense_ones_with_it(tmp_p
     sparse = np.where(rng.random((n, d)) < 0.25, rng.random((n, d)), 0).astype(np.float32)  # LCC-like
     dense = rng.standard_normal((n, d)).astype(np.float32)
     url = str(tmp_path / "c.zarr")
-    store = FeatureStore.write(url, labels=np.arange(n) % 3, split=np.zeros(n, np.int8),
+    store = write_store(url, labels=np.arange(n) % 3, split=np.zeros(n, np.int8),
                                features={"lcc": sparse, "svc": dense}, sparse=["lcc"], chunk_rows=128)
     g = zarr.open_group(url, mode="r")  # plain zarr reads both back as written
     np.testing.assert_array_equal(g["features/lcc/X"][:], sparse)
@@ -156,7 +158,7 @@ def test_read_chunk_equals_zarr_slicing(tmp_path, url_kind):
     n, d = 23, 7
     X = np.where(rng.random((n, d)) < 0.3, rng.random((n, d)), 0).astype(np.float32)
     url = str(tmp_path / "r.zarr") if url_kind == "local" else f"memory://read-chunk-{tmp_path.name}.zarr"
-    store = FeatureStore.write(url, labels=np.arange(n) % 3, split=np.zeros(n, np.int8),
+    store = write_store(url, labels=np.arange(n) % 3, split=np.zeros(n, np.int8),
                                features={"lcc": X, "svc": -X}, sparse=["lcc"], chunk_rows=5)
     buf = np.full((5, d), np.nan, np.float32)
     for name, ref in (("lcc", X), ("svc", -X)):
@@ -166,7 +168,7 @@ def test_read_chunk_equals_zarr_slicing(tmp_path, url_kind):
             np.testing.assert_array_equal(got, ref[a:b])
             assert np.shares_memory(got, buf)  # decoded in place, no new chunk array
         arr = store.features(name)  # and by the direct decode, not zarr's fallback
-        assert layout._decode_chunk_into(arr, (1, 0), np.empty(arr.chunks, np.float32))
+        assert decode_chunk_into(arr, (1, 0), np.empty(arr.chunks, np.float32))
         assert store.read_chunk(name, 4).shape == (3, d)  # without a buffer: a new one
     # a chunk never written reads as the fill value (zeros), like zarr
     empty = store.create_features("blank", d, sparse=True)
@@ -179,12 +181,34 @@ def test_read_chunk_reads_other_codecs_through_zarr(tmp_path):
     url = str(tmp_path / "g.zarr")
     n, d = 9, 4
     X = np.arange(n * d, dtype=np.float32).reshape(n, d)
-    store = FeatureStore.write(url, labels=np.arange(n) % 3, split=np.zeros(n, np.int8), features={"f": X},
+    store = write_store(url, labels=np.arange(n) % 3, split=np.zeros(n, np.int8), features={"f": X},
                                chunk_rows=4)
     grp = store.group[layout.features_path("f")]
     del grp["X"]
     grp.create_array("X", shape=(n, d), chunks=(4, d), dtype="float32", compressors=zarr.codecs.GzipCodec())[:] = X
-    assert not layout._decode_chunk_into(grp["X"], (0, 0), np.empty((4, d), np.float32))
+    assert not decode_chunk_into(grp["X"], (0, 0), np.empty((4, d), np.float32))
     for k in range(3):
         a, b = store.chunk_bounds(k)
         np.testing.assert_array_equal(store.read_chunk("f", k, out=np.empty((4, d), np.float32)), X[a:b])
+
+
+def test_a_store_sent_to_a_worker_reopens_there_and_never_clears_it(tmp_path):
+    """Stages pass one open FeatureStore into their tasks: it pickles as its URL and reopens ("r" or "r+", never "w")."""
+    import pickle
+
+    from dask.base import tokenize
+
+    url = str(tmp_path / "p.zarr")
+    X = np.arange(12, dtype=np.float32).reshape(6, 2)
+    created = write_store(url, labels=np.arange(6) % 2, split=np.zeros(6, np.int8), features={"f": X}, chunk_rows=4)
+    assert not created.read_only  # made with mode "w"
+    copy = pickle.loads(pickle.dumps(created))
+    assert copy is not created and copy.url == url and not copy.read_only
+    np.testing.assert_array_equal(copy.features("f")[...], X)  # the data survived the reopen
+    copy.record_timing("extract", 1.5)  # writable on the worker
+    assert FeatureStore.open(url).timings() == {"extract": 1.5}
+    reader = pickle.loads(pickle.dumps(FeatureStore.open(url, "r")))
+    assert reader.read_only
+    with pytest.raises(ValueError, match="read-only"):
+        reader.record_timing("train", 2.0)
+    assert tokenize(created) == tokenize(copy)  # dask sees the same store, deterministically

@@ -1,6 +1,6 @@
 """Training workflow (paper §4.2): actors, chunk loads, checkpoints, faults, scores.
 
-The store is synthetic, written through ``FeatureStore.write`` (features from
+The store is synthetic, written through ``testing.write_store`` (features from
 Gaussian class means, so the classes are learnable), so these tests do not
 depend on extraction. References: an
 in-process ``OneVsAllASGD`` trained on the same chunk order (written out in the
@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 
 from lsic.pipeline import OneVsAllASGD, StoreError
-from lsic.workflows._trainer import ClassBlockTrainer
+from lsic.workflows._training_actor import ClassBlockTrainer
 from lsic.workflows.config import parse_experiment
 from lsic.workflows.store import TEST, TRAIN, VAL, FeatureStore
+from lsic.workflows.testing import write_store
 from lsic.workflows.train import live_workers, plan_train, run_train
 
 SEED = 7
@@ -43,7 +44,7 @@ def make_store(url: str, *, n_classes: int = 6, n_train: int = 300, n_val: int =
         x = (means[labels] + rng.normal(0, 1.5, (n, d))).astype(np.float32)
         x[~valid] = 0.0
         X[name] = x
-    FeatureStore.write(url, labels=labels, split=split, valid=valid, features=X, chunk_rows=chunk_rows,
+    write_store(url, labels=labels, split=split, valid=valid, features=X, chunk_rows=chunk_rows,
                        class_names=[f"c{i}" for i in range(n_classes)], storage_options=storage_options)
     return {"X": X, "labels": labels, "split": split, "valid": valid, "chunk_rows": chunk_rows, "n": n,
             "n_classes": n_classes}
@@ -183,7 +184,7 @@ def test_scores_reduce_and_validation_history(tmp_path, threads_client):
     store = FeatureStore.open(url)
     for s in SETS:
         m = stored(url, s)
-        coef, _ = store.final_weights(s)
+        coef, _ = store.checkpoints.final_weights(s)
         np.testing.assert_array_equal(coef, m.coef_)
         for code, split in ((VAL, "val"), (TEST, "test")):
             rows = np.flatnonzero((data["split"] == code) & data["valid"])
@@ -226,7 +227,7 @@ def test_refit_trains_on_train_and_val_rows_and_scores_test_with_them(tmp_path, 
         np.testing.assert_array_equal(refit.coef_, on_all.coef_)
         # every usable training and validation row was used, every epoch
         assert (refit.t == 2 * fit.sum()).all() and (asgd.t == 2 * train.sum()).all()
-        np.testing.assert_array_equal(store.final_weights(s)[0], refit.coef_)
+        np.testing.assert_array_equal(store.checkpoints.final_weights(s)[0], refit.coef_)
         for split, model in (("val", asgd), ("test", refit)):
             rows = store.score_rows(s, split)
             expect = data["X"][s][rows] @ model.coef_.T + model.intercept_
@@ -247,9 +248,10 @@ def test_resume_after_partial_run_equals_straight_run(tmp_path, threads_client):
     # a crash in epoch 2 left one actor's block written and the other missing
     store = FeatureStore.open(url2, "r+")
     for s in SETS:
-        store.create_epoch(s, "asgd", 2, 6)
-        store.write_block(s, "asgd", 2, store.read_block(s, "asgd", 1, 0, 3), 0)
-        assert store.complete_epochs(s) == [1]
+        ckpt = store.checkpoints
+        ckpt.create_epoch(s, "asgd", 2, 6)
+        ckpt.write_block(s, "asgd", 2, ckpt.read_block(s, "asgd", 1, 0, 3), 0)
+        assert ckpt.complete_epochs(s) == [1]
     assert plan_train(experiment(url2, epochs=3), store).start_epoch == 1
     # a rerun with more epochs trains only the missing ones, on another actor count
     again = run_train(experiment(url2, actors=1, epochs=3), client=threads_client, progress=False)
@@ -259,7 +261,7 @@ def test_resume_after_partial_run_equals_straight_run(tmp_path, threads_client):
     done = run_train(experiment(url2, actors=1, epochs=3), client=threads_client, progress=False)
     assert done.epochs_run == () and done.n_actors == 0
     # only the newest checkpoint is kept
-    assert FeatureStore.open(url2).complete_epochs(SETS[0]) == [3]
+    assert FeatureStore.open(url2).checkpoints.complete_epochs(SETS[0]) == [3]
 
 
 def test_changed_settings_need_restart(tmp_path, threads_client):
@@ -339,7 +341,7 @@ def _peak_epoch_memory(tmp_path, n_chunks: int) -> tuple[int, int, int]:
     cr, d = 512, 512  # 1 MiB chunks: well above the allocations of other threads (tracemalloc is process-wide)
     make_store(url, n_classes=4, n_train=n_chunks * cr, n_val=0, n_test=0, dims=(d, 8), chunk_rows=cr, invalid=0)
     trainer = ClassBlockTrainer(url, {}, ["a"], 0, 4, {"lam": 1e-3, "eta0": 0.05, "mode": "block"}, n_threads=1)
-    FeatureStore.open(url, "r+").create_epoch("a", "asgd", 1, 4)
+    FeatureStore.open(url, "r+").checkpoints.create_epoch("a", "asgd", 1, 4)
     trainer.restore(0)
     order = list(range(n_chunks))
     trainer.train_epoch(1, order[:2])  # warm up numba and zarr codecs
@@ -401,7 +403,7 @@ def test_cli_train(tmp_path, threads_client, monkeypatch, capsys, caplog):
     assert "train: 1 set(s) x 6 classes" in out and "training loads/epoch" in out
     assert any("epoch 2:" in r.getMessage() and "rows/s" in r.getMessage() for r in caplog.records)
     store = FeatureStore.open(url)
-    assert store.final_weights("a")[0].shape == (6, 16) and store.model_attrs("b") is None
+    assert store.checkpoints.final_weights("a")[0].shape == (6, 16) and store.model_attrs("b") is None
     # a user error is one line and exit code 2
     assert main(["train", str(cfg), "--store", str(tmp_path / "none.zarr")]) == 2
 
@@ -466,11 +468,11 @@ def test_busy_worker_still_listed_gets_its_actor_back_from_the_checkpoint(monkey
     the grace period the actor is restarted there from the checkpoint instead of
     the run aborting with "all workers were lost".
     """
-    from lsic.workflows import train as train_mod
+    from lsic.workflows import _actor_pool as pool_mod
 
     clock = {"t": 0.0}
-    monkeypatch.setattr(train_mod.time, "monotonic", lambda: clock["t"])
-    monkeypatch.setattr(train_mod.time, "sleep", lambda s: clock.__setitem__("t", clock["t"] + s))
+    monkeypatch.setattr(pool_mod.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(pool_mod.time, "sleep", lambda s: clock.__setitem__("t", clock["t"] + s))
     worker = {"tcp://127.0.0.1:4000": {"local_directory": "/tmp/w0", "host": "127.0.0.1", "nthreads": 2}}
     restored, started = [], []
 
@@ -483,9 +485,9 @@ def test_busy_worker_still_listed_gets_its_actor_back_from_the_checkpoint(monkey
         def cancel(self, futures):
             pass
 
-    pool = object.__new__(train_mod._ActorPool)
+    pool = object.__new__(pool_mod.ActorPool)
     pool.client = _Client()
-    slot = train_mod._Slot(0, 0, 4)
+    slot = pool_mod.Slot(0, 0, 4)
     slot.address, slot.worker_dir, slot.host = "tcp://127.0.0.1:4000", "/tmp/w0", "127.0.0.1"
     pool.slots = [slot]
     monkeypatch.setattr(pool, "_workers", lambda: dict(worker))
@@ -508,15 +510,15 @@ def test_busy_worker_still_listed_gets_its_actor_back_from_the_checkpoint(monkey
 
 
 def test_distributed_actor_loss_messages():
-    """Fails loudly when distributed changes the texts train.actor_unreachable matches."""
+    """Fails loudly when distributed changes the texts _actor_pool.actor_unreachable matches."""
     import inspect
 
     import distributed.actor
 
-    from lsic.workflows.train import ACTOR_LOST_MESSAGES, actor_unreachable
+    from lsic.workflows._actor_pool import ACTOR_LOST_MESSAGES, actor_unreachable
 
     src = inspect.getsource(distributed.actor)
     for text in ACTOR_LOST_MESSAGES:
-        assert text in src, f"distributed.actor no longer says {text!r}; update lsic.workflows.train"
+        assert text in src, f"distributed.actor no longer says {text!r}; update lsic.workflows._actor_pool"
     assert actor_unreachable(OSError("Unable to contact Actor's worker"))
     assert not actor_unreachable(OSError("features/a/X/c/0/0 vanished"))  # the actor's own error

@@ -1,20 +1,80 @@
-"""Synthetic LCC-like feature stores at ILSVRC shape, for the scale benchmark and its tests.
+"""Synthetic feature stores for tests and benchmarks: no images, the layout extraction writes.
 
-``benchmarks/bench_scale.py`` and ``tests/workflows/test_scale.py`` share
-:func:`write_lcc_like_store`: it writes a complete extracted store through
-:meth:`FeatureStore.write <lsic.workflows.store.FeatureStore.write>` (the same
-layout, codecs, region writes and marks as extraction), generating the
-rows one chunk at a time so that stores larger than memory can be written.
+:func:`write_store` writes a complete extracted store from arrays (the same
+metadata, layout, codecs, region writes and marks as extraction), and
+:func:`write_scores` a whole score matrix as training would leave it, so the
+training and evaluation stages can be tested and measured on their own.
+:func:`write_lcc_like_store` writes LCC-like rows at ILSVRC shape, generated
+one chunk at a time so that stores larger than memory can be written
+(``benchmarks/bench_scale.py`` and ``tests/workflows/test_scale.py``).
+:func:`reset_progress` clears a stage's marks, so a benchmark can rerun it on
+the same store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from ._layout import Manifest, chunk_bounds, n_chunks, progress_path
 from .store import TEST, TRAIN, VAL, FeatureStore
+
+__all__ = ["LccLikeRows", "reset_progress", "synthetic_labels", "write_lcc_like_store", "write_scores", "write_store"]
+
+
+def write_store(url: str, *, labels: np.ndarray, split: np.ndarray, features: Mapping[str, Any],
+                class_names: Sequence[str] | None = None, valid: np.ndarray | None = None, chunk_rows: int = 256,
+                seed: int = 0, fingerprint: str = "synthetic", config: Mapping[str, Any] | None = None,
+                storage_options: Mapping[str, Any] | None = None, sparse: Sequence[str] = ()) -> FeatureStore:
+    """Write a complete extracted store from arrays (no images needed); an existing store at ``url`` is replaced.
+
+    The rows get the same metadata, arrays and marks extraction writes;
+    ``features[name]`` is an (n, dim) array per feature set (or any object
+    with a ``shape`` whose row slices ``X[a:b]`` are arrays: it is read one
+    row chunk at a time, so a generator of rows larger than memory works), ``split`` the
+    split codes (rows must be ordered train, val, test), ``valid`` (default
+    all True) the decodable rows, whose features stay as given. Sets named in
+    ``sparse`` are compressed as extraction compresses LCC features.
+    """
+    labels = np.asarray(labels, np.int32)
+    n = labels.size
+    split = np.asarray(split, np.int8)
+    if np.any(np.diff(split) < 0):
+        raise ValueError("split codes must be ordered train, val, test (the store's row order)")
+    valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    names = list(class_names) if class_names is not None else [f"c{i}" for i in range(int(labels.max(initial=-1)) + 1)]
+    manifest = Manifest([f"synthetic/{i}" for i in range(n)], labels, split, np.full(n, -1, np.int64),
+                        np.full(n, -1, np.int64), names)
+    store = FeatureStore.create(url, config=dict(config or {}), fingerprint=fingerprint, manifest=manifest,
+                                chunk_rows=chunk_rows, seed=seed, overwrite=True, storage_options=storage_options)
+    for name, X in features.items():
+        if not hasattr(X, "shape"):
+            X = np.asarray(X, np.float32)
+        arr = store.create_features(name, int(X.shape[1]), sparse=name in sparse)
+        for k in range(n_chunks(n, chunk_rows)):  # one region write per row chunk, as extraction does
+            a, b = chunk_bounds(k, chunk_rows, n)
+            arr[a:b] = np.asarray(X[a:b], np.float32)
+    for k in range(n_chunks(n, chunk_rows)):
+        a, b = chunk_bounds(k, chunk_rows, n)
+        store.write_rows(a, b, valid[a:b], np.where(valid[a:b], "", "synthetic invalid row"))
+        store.mark_chunk_done(k)
+    store.mark_extract_complete()
+    return store
+
+
+def write_scores(store: FeatureStore, name: str, split: str, rows: np.ndarray, scores: np.ndarray, *,
+                 epoch: int = 0) -> None:
+    """Write a whole (len(rows), n_classes) score matrix of ``split`` at once (training reduces actors' parts)."""
+    scores = np.asarray(scores, np.float32)
+    store.create_scores(name, split, rows, scores.shape[1])[...] = scores
+    store.finish_scores(name, split, epoch)
+
+
+def reset_progress(store: FeatureStore, stage: str = "extract") -> None:
+    """Clear every completion mark of ``stage``, so that it runs again on the same store."""
+    store.group[progress_path(stage)][...] = False
 
 
 class LccLikeRows:
@@ -123,7 +183,7 @@ def write_lcc_like_store(url: str, *, n_train: int, n_val: int, n_test: int, dim
     """
     labels, split = synthetic_labels(n_train, n_val, n_test, n_classes, seed)
     rows = LccLikeRows(labels, dim, n_classes, chunk_rows=chunk_rows, seed=seed, signal=signal)
-    store = FeatureStore.write(url, labels=labels, split=split, features={name: rows}, chunk_rows=chunk_rows,
-                               class_names=[f"class_{c:04d}" for c in range(n_classes)], seed=seed,
-                               fingerprint="synthetic-lcc", storage_options=storage_options, sparse=[name])
+    store = write_store(url, labels=labels, split=split, features={name: rows}, chunk_rows=chunk_rows,
+                        class_names=[f"class_{c:04d}" for c in range(n_classes)], seed=seed,
+                        fingerprint="synthetic-lcc", storage_options=storage_options, sparse=[name])
     return store, rows

@@ -1,8 +1,8 @@
 """The training actor: one per machine, the models of a block of classes, one chunk in memory (paper §4.2).
 
-:class:`ClassBlockTrainer` is a plain class; ``workflows/train.py`` creates it
+:class:`ClassBlockTrainer` is a plain class; the training driver creates it
 as a ``distributed`` actor pinned to one worker (``workers=[address]``) and
-owns its lifecycle. Every epoch it walks the training
+owns its lifecycle (:mod:`lsic.workflows._actor_pool`). Every epoch it walks the training
 row chunks in the order it is given, loads each chunk once for all its
 classes and all its feature sets, prefetches the next chunk in a thread while
 the ASGD kernel (eqs. 4-9) runs on the current one, then checkpoints its
@@ -25,6 +25,8 @@ import numpy as np
 
 from lsic.pipeline import TOP_K, OneVsAllASGD, top_k_predictions
 
+from ._layout import variants
+from ._schedule import row_order
 from .store import SPLIT_CODES, TRAIN, VAL, FeatureStore, ReadCounter
 
 log = logging.getLogger(__name__)
@@ -33,17 +35,16 @@ log = logging.getLogger(__name__)
 FIT = -1
 
 
-
 def _lower_priority() -> None:
     """Run the calling thread at the lowest CPU priority (Linux: per-thread nice 19; elsewhere a no-op).
 
     The prefetch thread decodes the next chunk while the ASGD kernel's threads,
     one per core, train on the current one. At equal priority the scheduler
     shares the cores three ways and both kernel threads, split into equal class
-    groups, wait for the slowed one: measured at 1,024 x 16,384 x 1,000, the
-    decode then costs the epoch about its full CPU time. At low priority it
-    runs in the kernel's gaps (its serial steps between blocks and chunks) and
-    at full speed whenever the kernel waits for it.
+    groups, wait for the slowed one, so the decode costs the epoch about its
+    full CPU time (docs/design/training.md). At low priority it runs in the
+    kernel's gaps (its serial steps between blocks and chunks) and at full
+    speed whenever the kernel waits for it.
     """
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
@@ -129,9 +130,6 @@ class ClassBlockTrainer:
         self.host = os.uname().nodename
 
     # ------------------------------------------------------------------ models
-    def _variants(self) -> list[str]:
-        return ["asgd"] + (["sgd"] if self.compare_sgd else []) + (["refit"] if self.refit else [])
-
     @property
     def final_variant(self) -> str:
         """The models whose weights are written as the final ones and score the test split."""
@@ -149,11 +147,11 @@ class ClassBlockTrainer:
         """Start from the checkpoint of ``epoch`` (0: fresh models). Returns the model bytes held."""
         self.models = {}
         for name in self.sets:
-            for variant in self._variants():
+            for variant in variants(self.compare_sgd, self.refit):
                 if epoch == 0:
                     m = self._new(name, variant)
                 else:
-                    m = self._store.read_block(name, variant, epoch, self.lo, self.hi, self.n_threads)
+                    m = self._store.checkpoints.read_block(name, variant, epoch, self.lo, self.hi, self.n_threads)
                 self.models[(name, variant)] = m
         self.epoch = int(epoch)
         return self.model_bytes()
@@ -166,17 +164,13 @@ class ClassBlockTrainer:
     def _load(self, k: int, purpose: str, shuffle: int | None = None) -> dict[str, Any]:
         """Rows of chunk ``k`` usable for ``purpose`` (valid, of that split; ``fit``: train or val) in every set.
 
-        With ``shuffle`` (an epoch), the rows come in the permutation of the
-        chunk's positions seeded by ``(seed, epoch, k)``: a chunk's rows are
-        stored in class order, and visiting them so in every epoch costs ASGD
-        about a point of accuracy. The permutation is of all the chunk's
-        positions, so the training rows keep their relative order whether or
-        not validation rows are loaded beside them.
+        With ``shuffle`` (an epoch), the rows come in that epoch's
+        :func:`~lsic.workflows._schedule.row_order` of the chunk.
         """
         a, b = self._store.chunk_bounds(k)
         pos = np.arange(b - a)
         if shuffle is not None:
-            pos = np.random.default_rng([self.seed, int(shuffle), int(k)]).permutation(b - a)
+            pos = row_order(self.seed, shuffle, k, b - a)
         keep = pos[self._usable[FIT if purpose == "fit" else SPLIT_CODES[purpose]][a:b][pos]]
         out: dict[str, Any] = {"k": k, "rows": a + keep, "y": self._labels[a:b][keep],
                                "train": self._split[a:b][keep] == TRAIN}
@@ -267,7 +261,7 @@ class ClassBlockTrainer:
             rows += int(is_train.sum())
         t_train = time.perf_counter() - t0
         for (name, variant), model in self.models.items():
-            self._store.write_block(name, variant, epoch, model, self.lo)
+            self._store.checkpoints.write_block(name, variant, epoch, model, self.lo)
         t_ckpt = time.perf_counter() - t0 - t_train
         self.epoch = epoch
         out: dict[str, Any] = {"epoch": epoch, "rows": rows, "train_seconds": t_train, "checkpoint_seconds": t_ckpt,
@@ -323,7 +317,7 @@ class ClassBlockTrainer:
         """Write the averaged weights of this block (:attr:`final_variant`) into ``models/<set>/coef`` and ``intercept``."""
         for name in self.sets:
             m = self.models[(name, self.final_variant)]
-            self._store.write_final_weights(name, self.lo, m.coef_, m.intercept_)
+            self._store.checkpoints.write_final_weights(name, self.lo, m.coef_, m.intercept_)
 
     def stats(self) -> dict[str, Any]:
         """Counters: chunk loads per purpose, bytes read from the store, peak chunk and process memory."""
