@@ -134,7 +134,7 @@ def pin_workers(client) -> dict[str, int]:
 
 def train_run(url: str, *, epochs: int, lam: float, actors: int | None, threads: int | None, validate: bool,
               pin: bool = False, **cluster) -> dict:
-    """``run_train`` on a fresh local cluster sized for training (its workers' peak RSS is this run's)."""
+    """``run_train`` on a fresh local cluster sized for training (so its workers' peak RSS belongs to this call alone)."""
     with make_client(stage="train", **cluster) as client:
         client.run(_warm_up)  # load numba's compiled kernels in the workers before the timed epochs
         if pin:

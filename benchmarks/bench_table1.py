@@ -237,8 +237,8 @@ def main() -> None:
     s_per = {"descriptors": round(per["descriptors"], 4), **{n: round(per[n], 4) for n in TABLE1}}
     total = per["descriptors"] + sum(per[n] for n in TABLE1)
     total_approx = per["descriptors"] + sum(per[n + "_approx"] for n in LCC_SETS) + per["set5"] + per["set6"]
-    # Idle-machine estimate: each LCC set's time over its GEMM (paired) times that GEMM on the idle machine
-    # (issue 12), the rest divided by the image's load factor (its GEMMs over the idle GEMMs).
+    # Idle-machine estimate: each LCC set's time over its GEMM (paired) times that GEMM on the idle development
+    # machine (GEMM_IDLE_S), the rest divided by the image's load factor (its GEMMs over the idle GEMMs).
     idle = {k: med[k + "_idle"] for k in ("descriptors", "set5", "set6")}
     for n in LCC_SETS:
         idle[n] = med[n + "_exact_over_gemm"] * GEMM_IDLE_S[n]
