@@ -31,6 +31,7 @@ extensions = [
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}  # .rst: numpydoc's autosummary asks for it
 root_doc = "index"
+smartquotes = False  # "--set" and 'quoted' values in commands and error messages stay as typed
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
 myst_enable_extensions = ["dollarmath", "deflist", "colon_fence"]

@@ -39,22 +39,32 @@ MARKER = re.compile(r"^<!-- lsic:([a-z-]+)(?: (\S+))? -->$", re.M)
 # --------------------------------------------------------------------------- API
 
 
-def api_entries(module_name: str) -> str:
-    """MyST autodoc directives for each public name of ``module_name`` (its ``__all__``, in order)."""
+def api_entries(module_name: str, seen: dict[int, str] | None = None) -> str:
+    """autodoc entries for each public name of ``module_name`` (its ``__all__``, in order).
+
+    autodoc emits reStructuredText, so the entries sit in one ``eval-rst`` block.
+    A name that re-exports an object documented earlier on the page (``seen``:
+    ``id(obj)`` -> its first target) is listed without a second index entry.
+    """
     module = importlib.import_module(module_name)
+    seen = {} if seen is None else seen
     out = []
     for name in module.__all__:
         obj = getattr(module, name)
         target = f"{module_name}.{name}"
-        if inspect.isclass(obj) and issubclass(obj, BaseException):
-            out.append(f"```{{autoexception}} {target}\n```")
+        again = inspect.isclass(obj) and id(obj) in seen
+        seen.setdefault(id(obj), target)
+        if again:
+            out.append(f".. autoclass:: {target}\n   :no-index:\n\n   The same class as :class:`{seen[id(obj)]}`.")
+        elif inspect.isclass(obj) and issubclass(obj, BaseException):
+            out.append(f".. autoexception:: {target}")
         elif inspect.isclass(obj):
-            out.append(f"```{{autoclass}} {target}\n:members:\n```")
+            out.append(f".. autoclass:: {target}\n   :members:")
         elif callable(obj):
-            out.append(f"```{{autofunction}} {target}\n```")
+            out.append(f".. autofunction:: {target}")
         else:
-            out.append(f"```{{autodata}} {target}\n:no-value:\n```")
-    return "\n\n".join(out)
+            out.append(f".. autodata:: {target}\n   :no-value:")
+    return "```{eval-rst}\n" + "\n\n".join(out) + "\n```"
 
 
 # --------------------------------------------------------------------------- store layout
@@ -100,6 +110,8 @@ def _cell(value: Any) -> str:
 
 
 def _machine(m: dict[str, Any]) -> str:
+    if m.get("description"):  # an imported run: the machine as its record described it
+        return m["description"]
     parts = [m.get("cpu") or "unknown CPU"]
     if m.get("cores"):
         parts.append(f"{m['cores']} cores")
@@ -196,6 +208,19 @@ def error_messages() -> dict[str, list[tuple[str, str]]]:
     return found
 
 
+def _prose(text: str) -> str:
+    """A message as Markdown text: code spans kept, ``< > _ * |`` outside them shown literally."""
+    parts = re.split(r"(`[^`]*`)", text)
+    out = []
+    for k, part in enumerate(parts):
+        if k % 2:
+            out.append(part.replace("|", "\\|"))
+        else:
+            part = part.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            out.append(re.sub(r"([_*|\[\]])", r"\\\1", part))
+    return "".join(out)
+
+
 def errors_section() -> str:
     out = []
     for module, items in error_messages().items():
@@ -205,7 +230,7 @@ def errors_section() -> str:
             if (cls, text) in seen:
                 continue
             seen.add((cls, text))
-            out.append(f"| `{cls}` | {_cell(text).replace('<', '&lt;').replace('>', '&gt;')} |")
+            out.append(f"| `{cls}` | {_prose(text)} |")
         out.append("")
     return "\n".join(out)
 
@@ -214,10 +239,12 @@ def errors_section() -> str:
 
 
 def expand(text: str) -> str:
+    documented: dict[int, str] = {}
+
     def replace(m: re.Match) -> str:
         kind, arg = m.group(1), m.group(2)
         if kind == "api":
-            return api_entries(arg)
+            return api_entries(arg, documented)
         if kind == "store-layout":
             return store_layout()
         if kind == "results":
