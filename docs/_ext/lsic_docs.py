@@ -63,8 +63,29 @@ def api_entries(module_name: str, seen: dict[int, str] | None = None) -> str:
         elif callable(obj):
             out.append(f".. autofunction:: {target}")
         else:
-            out.append(f".. autodata:: {target}\n   :no-value:")
+            out.append(_data_entry(target, name, obj, module_name))
     return "```{eval-rst}\n" + "\n\n".join(out) + "\n```"
+
+
+def _data_entry(target: str, name: str, obj: Any, package: str) -> str:
+    """A module constant: its ``#:`` comment where it is defined (autodoc would show its type's docstring)."""
+    import sys
+
+    from sphinx.pycode import ModuleAnalyzer
+
+    doc = "The installed version of lsic (from the package metadata)." if name == "__version__" else None
+    for modname, mod in sorted(sys.modules.items()):
+        if doc is None and modname.startswith(package + ".") and getattr(mod, name, None) is obj:
+            try:
+                found = ModuleAnalyzer.for_module(modname).find_attr_docs().get(("", name))
+            except Exception:  # a module without source: keep looking
+                continue
+            if found:
+                doc = " ".join(line.strip() for line in found if line.strip())
+    if doc is None:
+        doc = f"``{obj!r}``" if len(repr(obj)) < 40 else f"A ``{type(obj).__name__}``."
+    kind = f"   :type: {type(obj).__name__}\n" if not isinstance(obj, str) else ""
+    return f".. py:data:: {target}\n{kind}\n   {doc}"
 
 
 # --------------------------------------------------------------------------- store layout
