@@ -141,3 +141,20 @@ def test_folder_without_photos_is_a_failed_run(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "bench_features.py"), "--data", "empty"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "no photos" in proc.stderr and "{" not in proc.stdout
+
+
+RESULT_FILES = sorted((BENCH / "results").rglob("*.json"))
+
+
+@pytest.mark.parametrize("path", RESULT_FILES, ids=lambda p: str(p.relative_to(BENCH / "results")))
+def test_result_files_name_their_command_commit_machine_and_date(path):
+    record = json.loads(path.read_text())
+    assert record["benchmark"] == path.parent.name
+    assert record["command"].startswith(f"python benchmarks/{path.parent.name.removesuffix('_sizes')}")
+    assert re.fullmatch(r"[0-9a-f]{7,40}(\+dirty)?", record["commit"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["date"])
+    assert record["machine"] and isinstance(record["figures"], dict) and record["figures"]
+    if "imported" in path.name:
+        assert record["imported_from"] == f"README.md at commit {record['commit']}"
+    else:
+        assert "imported_from" not in record and record["figures"].get("inputs_failed", 0) == 0
