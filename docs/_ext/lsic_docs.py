@@ -283,8 +283,10 @@ def _source_read(app, docname: str, source: list[str]) -> None:
     if "<!-- lsic:" not in source[0]:
         return
     for m in MARKER.finditer(source[0]):
-        if m.group(1) == "results":
-            for path in (RESULTS / m.group(2)).glob("*.json"):
+        if m.group(1) in ("results", "results-index"):
+            folder = RESULTS / m.group(2) if m.group(2) else RESULTS
+            app.env.note_dependency(str(folder))  # a folder's mtime changes when a result file is added
+            for path in folder.glob("*.json"):
                 app.env.note_dependency(str(path))
     source[0] = expand(source[0])
 
