@@ -95,7 +95,12 @@ def timed_run(client, model: str, inputs: Path, out: Path) -> tuple[float, float
     seconds = time.perf_counter() - t0
     cpu = sum(client.run(_cpu_s).values()) - cpu0
     if summary.n_failed:
-        print(f"{summary.n_failed} of {summary.n_images} images could not be classified (see {out})", file=sys.stderr)
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out, columns=["path", "error"]).to_pylist()
+        for row in [r for r in rows if r["error"]][:5]:
+            print(f"failed input: {row['path']}: {row['error']}", file=sys.stderr)
+        print(f"{summary.n_failed} of {summary.n_images} images could not be classified", file=sys.stderr)
     return summary.n_images / seconds, cpu / summary.n_images, summary.n_images, summary.n_failed
 
 
