@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["REPO", "RESULTS", "dataset_root", "fail", "finish", "machine", "write_result"]
+__all__ = ["REPO", "RESULTS", "dataset_root", "fail", "finish", "machine", "photos", "scratch_dir", "write_result"]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -53,6 +53,37 @@ def dataset_root(given: str | os.PathLike[str] | None, name: str = "caltech101",
     if shared.is_dir():
         return shared
     fail(f"no {name} dataset given: pass {flag} DIR (a folder of class folders, see the docs' data page)")
+
+
+def photos(root: Path, pattern: str = "*/*.jpg") -> list[Path]:
+    """The photos of a folder of class folders (``root/<class>/<image>.jpg``), sorted, as absolute paths.
+
+    A folder without any is a one-line error naming it, not an empty benchmark.
+    """
+    files = sorted(Path(root).resolve().glob(pattern))
+    if not files:
+        fail(f"no photos ({pattern}) under {root}; pass --data with a folder of class folders")
+    return files
+
+
+def scratch_dir(given: str | os.PathLike[str] | None, prefix: str) -> Path:
+    """A scratch folder for a benchmark's stores, as an absolute path.
+
+    ``given`` is created if needed and kept (a later run can reuse what is in
+    it); without it a new temporary folder is made and removed when the
+    script exits, also when it exits with an error.
+    """
+    if given is not None:
+        path = Path(given).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _git(*args: str) -> str | None:

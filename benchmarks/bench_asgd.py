@@ -8,7 +8,8 @@ load (``loadavg_start``/``loadavg_end`` in the JSON). Our timings are medians of
 ``--repeats`` runs of ``ASGDClassifier.fit`` (automatic eta0 included); the
 peers are slower and run ``--peer-repeats`` times (``peer_repeats`` in the
 JSON). LinearSVC is capped at ``--linearsvc-max-iter`` iterations (reported).
-The last line is one JSON object.
+The last line is one JSON object; the same figures go to a result file
+(``_results.finish``). The data are synthetic.
 
     python benchmarks/bench_asgd.py                       # 20,000 x 8,192 dense + 65,536-dim CSR
     python benchmarks/bench_asgd.py --n-train 10000 --d 4096   # smaller, if the full size is too slow
@@ -18,13 +19,14 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
 import statistics
 import sys
 import time
+
+from _results import finish
 
 import numpy as np
 import scipy.sparse as sp
@@ -188,7 +190,7 @@ def main(argv=None):
     out["loadavg_start"] = [round(v, 2) for v in load0]
     out["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps(out))
+    finish("bench_asgd", out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Codebooks of Table 1 size (issue 12): k-means with 8,192-32,768 centres, time per iteration and fit projections.
+"""Codebooks of Table 1 size: k-means with 8,192-32,768 centres, time per iteration and fit projections.
 
-Run: python benchmarks/bench_codebook.py [--descriptors N] [--iters I] [--sets set1,set4] [--methods minibatch,faiss,lloyd]
+Run: python benchmarks/bench_codebook.py [--data DIR] [--descriptors N] [--iters I] [--sets set1,set4] [--methods minibatch,faiss,lloyd]
 
 Descriptors are dense HOG / HOG+LBP of Caltech-101 photos upscaled to a
 500 px longer side (every descriptor of ~N / 8,600 photos; the cost of an
@@ -19,13 +19,14 @@ within 10-30 epochs). Methods:
 - ``lloyd``: scikit-learn KMeans (Lloyd, random init);
 - ``faiss``: faiss-cpu ``Kmeans`` (if installed).
 
-The last line is one JSON object.
+``--data`` is a Caltech-101 root (a folder of class folders; default: the
+shared copy beside the repository). The last line is one JSON object; the same
+figures go to a result file (``_results.finish``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -35,8 +36,10 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from _results import dataset_root, finish
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_table1 import DATASET, _photos  # noqa: E402
+from bench_table1 import _photos  # noqa: E402
 
 from lsic.pipeline import TABLE1, DescriptorGrid, image_descriptors  # noqa: E402
 
@@ -45,17 +48,19 @@ PAPER_SAMPLE = 100_000 * 50
 ITERS_PROJECTED = 20
 
 
-def _sample(n: int, root: Path) -> dict[str, np.ndarray]:
+def _sample(n: int, root: Path) -> tuple[dict[str, np.ndarray], int]:
+    """``n`` descriptors of each kind and the number of photos they came from."""
     grid = DescriptorGrid()
     out: dict[str, list[np.ndarray]] = {"hog": [], "hog+lbp": []}
-    got, skip = 0, 0
+    got, skip, n_photos = 0, 0, 0
     while got < n:
         for d in _photos(16, skip, 500, root):
             for k, v in image_descriptors(d, list(out), grid).items():
                 out[k].append(v.values)
             got += len(out["hog"][-1])
+            n_photos += 1
         skip += 16
-    return {k: np.concatenate(v)[:n] for k, v in out.items()}
+    return {k: np.concatenate(v)[:n] for k, v in out.items()}, n_photos
 
 
 def _time_minibatch(X, p, iters, seed):
@@ -96,7 +101,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--sets", default="set1,set2,set3,set4")
     ap.add_argument("--methods", default="minibatch,faiss")
-    ap.add_argument("--data", type=Path, default=DATASET)
+    ap.add_argument("--data", metavar="DIR", help="Caltech-101 root, a folder of class folders (default: the shared "
+                    "copy beside the repository)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     methods = [m for m in args.methods.split(",") if m]
@@ -107,7 +113,7 @@ def main() -> None:
             log.info("faiss-cpu not installed: skipping it")
             methods.remove("faiss")
     with threadpool_limits(1, user_api="blas"):
-        X = _sample(args.descriptors, args.data)
+        X, n_photos = _sample(args.descriptors, dataset_root(args.data))
     n = len(X["hog"])
     res: dict[str, object] = {"descriptors": n, "iters_timed": args.iters, "cores": os.cpu_count(),
                               "iters_projected": ITERS_PROJECTED}
@@ -132,7 +138,7 @@ def main() -> None:
         m: {s: round(2 * n * TABLE1[s].codebook_size * X[TABLE1[s].descriptor].shape[1] / t / 1e9, 1)
             for s, t in v.items()} for m, v in per_iter.items()
     }
-    print(json.dumps(res))
+    finish("bench_codebook", res, inputs=n_photos)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ Usage::
 
     python benchmarks/bench_extract.py [--images 400] [--repeats 5] [--data DIR]
 
-Last line: one JSON object with images_per_s_1w, images_per_s_2w, scaling_2w,
+``--data`` is a Caltech-101 root (a folder of class folders; default: the
+shared copy beside the repository). Images that fail to decode count as
+failed inputs, and a run with failed inputs reports no figure.
+
+Last line (and the result file, ``_results.finish``): one JSON object with images_per_s_1w, images_per_s_2w, scaling_2w,
 s_per_image_per_thread (per set), s_per_megapixel (per set), paper_ratio (per
 set: the paper's 2 s per image per thread at 500 px, per megapixel, over ours;
 goal >= 10), store_bytes_per_image (per set).
@@ -21,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from _results import dataset_root, finish, scratch_dir
 
 import fsspec
 import numpy as np
@@ -38,8 +41,6 @@ from lsic.workflows.config import load_experiment
 from lsic.workflows.extract import run_extract
 from lsic.workflows.testing import reset_progress
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "caltech101"
 PAPER_S_PER_IMAGE = 2.0  # the fast end of the paper's 2-15 s per image per thread
 PAPER_MEGAPIXELS = 500 * 375 / 1e6  # an ImageNet photo shrunk to 500 px
 
@@ -82,19 +83,19 @@ def per_set_costs(exp, n: int) -> tuple[dict[str, float], dict[str, float]]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--data", metavar="DIR", help="Caltech-101 root, a folder of class folders (default: the shared "
+                    "copy beside the repository)")
     ap.add_argument("--images", type=int, default=400, help="images in the benchmark subset")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--workdir", metavar="DIR", help="scratch folder, kept (default: a temporary one, removed)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if not Path(args.data).is_dir():
-        print(f"no dataset at {args.data}; pass --data", file=sys.stderr)
-        return 2
-    tmp = tempfile.mkdtemp(prefix="bench-extract-")
+    data = dataset_root(args.data)
+    tmp = scratch_dir(args.workdir, "bench-extract-")
     # A class-balanced subset: the protocol's test rows are not needed here.
     n_classes = max(1, min(101, args.images // 4))
     per_class = max(1, args.images // n_classes)
-    exp = load_experiment("caltech101", data=args.data, store=f"{tmp}/store.zarr")
+    exp = load_experiment("caltech101", data=str(data), store=str(tmp / "store.zarr"))
     exp = exp.replace(
         dataset=dataclasses.replace(exp.dataset, max_classes=n_classes, train_per_class=per_class,
                                     val_per_class=0, test_per_class=0),
@@ -106,6 +107,8 @@ def main(argv=None) -> int:
     first = run_extract(exp, progress=False)
     setup_s = time.perf_counter() - t0
     n = first.n_images
+    if first.n_failed:
+        finish("bench_extract", {}, inputs=n, inputs_failed=first.n_failed)
     one = feature_pass(exp, 1, args.repeats)
     two = feature_pass(exp, 2, args.repeats)
     per_image, extra = per_set_costs(exp, min(60, n))
@@ -129,9 +132,20 @@ def main(argv=None) -> int:
         "raw_bytes_per_image": {fs.name: fs.dim * 4 for fs in exp.feature_sets},
         "runs_images_per_s_1w": [round(x, 2) for x in one],
         "runs_images_per_s_2w": [round(x, 2) for x in two],
+        "feature_sets": [fs.name for fs in exp.feature_sets],
+        "store_codecs": {fs.name: _codec(store, fs.name) for fs in exp.feature_sets},
     }
-    print(json.dumps(result))
+    finish("bench_extract", result, inputs=n, inputs_failed=first.n_failed)
     return 0
+
+
+def _codec(store, name: str) -> str:
+    """The Blosc codec the store wrote a set's features with, e.g. ``lz4hc 5 noshuffle``."""
+    for codec in store.features(name).compressors:
+        cfg = codec.to_dict().get("configuration", {})
+        if "cname" in cfg:
+            return f"{cfg['cname']} {cfg.get('clevel')} {cfg.get('shuffle')}"
+    return "?"
 
 
 if __name__ == "__main__":

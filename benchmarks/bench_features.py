@@ -1,41 +1,41 @@
-"""Benchmark of the feature math (issue 2): dense HOG/LBP, LCC and SVC coding.
+"""Benchmark of the feature math: dense HOG/LBP, LCC and SVC coding.
 
-Run: python benchmarks/bench_features.py [--images N] [--repeats R]
+Run: python benchmarks/bench_features.py [--data DIR | --generated] [--images N] [--repeats R]
 
-Uses real photos from ../shared/datasets/caltech101 (relative to the repo) when
-present, else generated images; every image is shrunk to a longer side of
-300 px. BLAS is limited to one thread (threadpoolctl) so that our numba
-kernels and the GEMM floor are compared on one core each, as a Dask worker
-thread would run them. Prints medians of >= 5 repeats; the last line is one
-JSON object.
+Uses real photos from ``--data`` (a folder of class folders such as
+Caltech-101; without it, the shared copy beside the repository), or generated
+images with ``--generated``; every image is shrunk to a longer side of 300 px.
+BLAS is limited to one thread (threadpoolctl) so that our numba kernels and the
+GEMM floor are compared on one core each, as a Dask worker thread would run
+them. Prints medians of >= 5 repeats; the last line is one JSON object, and a
+result file is written (``_results.finish``).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import time
 from pathlib import Path
+
+from _results import dataset_root, finish, photos
 
 import numpy as np
 from PIL import Image
 from skimage.feature import hog as sk_hog
 from threadpoolctl import threadpool_limits
 
-from lsic.pipeline import (DescriptorGrid, dense_hog, dense_lbp, lcc_encode, load_image, nearest_codewords, patch_origins,
-                          svc_pool)
-
-DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "caltech101"
+from lsic.pipeline import (DescriptorGrid, ImageError, dense_hog, dense_lbp, lcc_encode, load_image, nearest_codewords,
+                          patch_origins, svc_pool)
 
 
-def _images(n: int) -> tuple[list[bytes], str]:
-    files = sorted(DATASET.glob("*/*.jpg")) if DATASET.is_dir() else []
-    if files:
+def _images(n: int, root: Path | None) -> tuple[list[bytes], str]:
+    if root is not None:
+        files = photos(root)
         rng = np.random.default_rng(0)
         pick = rng.choice(len(files), size=min(n, len(files)), replace=False)
-        return [files[i].read_bytes() for i in sorted(pick)], f"caltech101 ({DATASET})"
+        return [files[i].read_bytes() for i in sorted(pick)], f"photos of {root.name}"
     out = []
     rng = np.random.default_rng(0)
     for i in range(n):
@@ -70,17 +70,28 @@ def _skimage_dense_hog(img: np.ndarray, grid: DescriptorGrid) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", metavar="DIR", help="a folder of class folders of photos (default: the shared "
+                    "Caltech-101 beside the repository)")
+    ap.add_argument("--generated", action="store_true", help="generated images instead of photos")
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     repeats = max(5, args.repeats)
-    datas, source = _images(args.images)
+    datas, source = _images(args.images, None if args.generated else dataset_root(args.data))
     grid = DescriptorGrid(max_side=300)
     res: dict[str, object] = {"source": source, "n_images": len(datas), "repeats": repeats, "blas_threads": 1}
+    imgs, failed = [], 0
+    for d in datas:
+        try:
+            imgs.append(load_image(d, max_side=300))
+        except ImageError as exc:
+            print(f"unreadable input: {exc}", flush=True)
+            failed += 1
+    if failed:
+        finish("bench_features", {}, inputs=len(datas), inputs_failed=failed)
     with threadpool_limits(1):
         t = _median(lambda: [load_image(d, max_side=300) for d in datas], repeats)
         res["decode_ms_per_image"] = round(1e3 * t / len(datas), 3)
-        imgs = [load_image(d, max_side=300) for d in datas]
         res["mean_image_shape"] = [round(float(np.mean([i.shape[k] for i in imgs])), 1) for k in (0, 1)]
         n_desc = sum(dense_hog(i, grid).values.shape[0] for i in imgs)
         res["descriptors_per_image"] = round(n_desc / len(imgs), 1)
@@ -129,7 +140,7 @@ def main() -> None:
         res["svc_over_gemm_floor"] = round(t_svc / t_gemm5, 3)
     for k, v in res.items():
         print(f"{k:>32}: {v}")
-    print(json.dumps(res))
+    finish("bench_features", res, inputs=len(datas), inputs_failed=failed)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark: the training workflow at ILSVRC shape (issue #13): 1,000 classes, >= 100,000 rows, 16,384 dims.
+"""Benchmark: the training workflow at ILSVRC shape: 1,000 classes, >= 100,000 rows, 16,384 dims.
 
 A synthetic store of LCC-like rows (non-negative, ~26% non-zeros,
 L2-normalised, sparse class prototypes plus noise: a linear SVM learns
@@ -32,8 +32,9 @@ the hinge-active pairs are left out (numba loops, not BLAS; at `--signal` 0.15 a
 0.2% of the (row, class) pairs are active, which adds 0.8% to the
 flops: v and u of each active pair).
 
-The last line is one JSON object. Single runs, not medians of 5: one full
-run takes hours on 2 cores.
+The last line is one JSON object; the same figures go to a result file
+(``_results.finish``). Single runs, not medians of 5: one full run takes
+hours on 2 cores. The data are synthetic.
 
     python benchmarks/bench_scale.py                                   # 100,000 x 16,384 x 1,000 (idle machine, hours)
     python benchmarks/bench_scale.py --rows 8000 --dims 4096           # reduced size
@@ -42,14 +43,13 @@ run takes hours on 2 cores.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
+
+from _results import finish, scratch_dir
 
 import numpy as np
 
@@ -134,7 +134,7 @@ def pin_workers(client) -> dict[str, int]:
 
 def train_run(url: str, *, epochs: int, lam: float, actors: int | None, threads: int | None, validate: bool,
               pin: bool = False, **cluster) -> dict:
-    """``run_train`` on a fresh local cluster sized for training (its workers' peak RSS is this run's)."""
+    """``run_train`` on a fresh local cluster sized for training (so its workers' peak RSS belongs to this call alone)."""
     with make_client(stage="train", **cluster) as client:
         client.run(_warm_up)  # load numba's compiled kernels in the workers before the timed epochs
         if pin:
@@ -176,16 +176,15 @@ def main() -> None:
     ap.add_argument("--scaling-only", action="store_true",
                     help="only the limit model and the 1 actor vs 2 actors runs (no main run, no memory curve)")
     ap.add_argument("--read-chunks", type=int, default=16, help="chunks read to measure the read+decode rate")
-    ap.add_argument("--tmp", default=None, help="scratch folder for the stores, kept and reused by later runs "
-                    "(default: a new /tmp/scale-bench-*, removed at the end)")
+    ap.add_argument("--tmp", metavar="DIR", default=None, help="scratch folder for the stores, kept and reused by "
+                    "later runs (default: a new temporary folder, removed at the end)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("lsic").setLevel(logging.INFO)
     log.setLevel(logging.INFO)
 
     n_eval = args.eval_rows or max(args.rows // 20, 2 * args.classes)
-    tmp = Path(args.tmp or tempfile.mkdtemp(prefix="scale-bench-", dir="/tmp"))
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = scratch_dir(args.tmp, "scale-bench-")
     out: dict = {"rows": args.rows, "classes": args.classes, "dims": args.dims, "chunk_rows": args.chunk_rows,
                  "epochs": args.epochs, "val_rows": n_eval, "test_rows": n_eval, "lam": args.lam, "signal": args.signal,
                  "cpus": os.cpu_count(), "loadavg_start": list(os.getloadavg())}
@@ -281,7 +280,7 @@ def main() -> None:
         if args.tmp is None:
             shutil.rmtree(tmp, ignore_errors=True)
     out["loadavg_end"] = list(os.getloadavg())
-    print(json.dumps(out))
+    finish("bench_scale", out)
 
 
 if __name__ == "__main__":

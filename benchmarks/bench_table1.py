@@ -1,8 +1,9 @@
-"""Extraction at the paper's scale (issue 12): Table 1's six sets, codebooks of their real sizes, 500 px photos, one thread.
+"""Extraction at the paper's scale: Table 1's six sets, codebooks of their real sizes, 500 px photos, one thread.
 
-Run: python benchmarks/bench_table1.py [--images N] [--repeats R] [--n-probe P] [--codebook-images M]
+Run: python benchmarks/bench_table1.py [--data DIR] [--images N] [--repeats R] [--n-probe P] [--codebook-images M]
 
-Timed photos are Caltech-101 images (../shared/datasets/caltech101) upscaled
+Timed photos are Caltech-101 images (``--data``, a folder of class folders;
+default: the shared copy beside the repository) upscaled
 to a 500 px longer side (the shared set has none that large; the cost follows
 the pixel count) and re-encoded as JPEG, so each timing starts from bytes as
 extraction does. Codebooks have Table 1's sizes (8,192 / 16,384 / 20,480 /
@@ -18,7 +19,9 @@ the medians of >= 5 repeats are reported; ``lcc_over_gemm_floor`` is the
 median over images x repeats of one image's exact coding time over its
 distance GEMM timed right after it, so load on a shared machine cancels out to
 first order. The last line
-is one JSON object.
+is one JSON object; the same figures go to a result file (``_results.finish``;
+``--sizes-only`` writes ``bench_table1_sizes`` results). A photo that cannot be
+read stops the run with a one-line error and no figure.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import json
 import logging
 import statistics
 import time
 from pathlib import Path
+
+from _results import dataset_root, fail, finish, photos
 
 import numpy as np
 from PIL import Image
@@ -39,24 +43,27 @@ from threadpoolctl import threadpool_limits
 from lsic.pipeline import TABLE1, Codebook, DescriptorGrid, encode_pool, fit_pca, image_descriptors, lcc_encode
 from lsic.pipeline._knn import TILE_ROWS
 
-DATASET = Path("/work/shared/datasets/caltech101")  # --data overrides
 PAPER_S_PER_IMAGE = (2.0, 15.0)  # paper §3: "2-15 s per image per thread on 2 GHz Xeons"
 LCC_SETS = ("set1", "set2", "set3", "set4")
-# The exact distance GEMMs of sets 1-4 on this machine idle, one thread, ~8,600 descriptors (issue 12):
-# the yardstick that turns paired ratios measured under load into idle-machine seconds.
+# The exact distance GEMMs of sets 1-4 on the 2-core development machine when idle, one thread, ~8,600
+# descriptors: the yardstick that turns paired ratios measured under load into idle-machine seconds.
 GEMM_IDLE_S = {"set1": 0.28, "set2": 0.41, "set3": 0.71, "set4": 0.81}
 log = logging.getLogger("bench_table1")
 
 
-def _photos(n: int, skip: int, side: int, root: Path = DATASET) -> list[bytes]:
-    """n Caltech-101 photos (after the first ``skip`` of a seeded shuffle), longer side scaled to ``side``."""
-    files = sorted(root.glob("*/*.jpg"))
-    if not files:
-        raise SystemExit(f"no photos under {root}: pass --data with a Caltech-101 root (class folders)")
+def _photos(n: int, skip: int, side: int, root: Path) -> list[bytes]:
+    """n Caltech-101 photos (after the first ``skip`` of a seeded shuffle), longer side scaled to ``side``.
+
+    A photo that cannot be read ends the benchmark with a one-line error (no figure for failed inputs).
+    """
+    files = photos(root)
     order = np.random.default_rng(0).permutation(len(files))[skip : skip + n]
     out = []
     for i in order:
-        im = Image.open(files[i]).convert("RGB")
+        try:
+            im = Image.open(files[i]).convert("RGB")
+        except OSError as exc:
+            fail(f"{files[i]}: cannot read the photo ({exc}); no figure is reported")
         s = side / max(im.size)
         im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))), Image.BICUBIC)
         buf = io.BytesIO()
@@ -137,15 +144,18 @@ def main() -> None:
     ap.add_argument("--n-probe", type=int, default=None, help="IVF lists probed (default: calibrated to the FeatureSet's ivf_recall)")
     ap.add_argument("--n-lists", type=int, default=None, help="IVF lists (default: the FeatureSet's, sqrt(p))")
     ap.add_argument("--side", type=int, default=500)
-    ap.add_argument("--data", type=Path, default=DATASET, help="Caltech-101 root (class folders)")
+    ap.add_argument("--data", metavar="DIR", help="Caltech-101 root, a folder of class folders (default: the shared "
+                    "copy beside the repository)")
     ap.add_argument("--sizes-only", action="store_true", help="only the stored bytes per row of each set, no timing")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     repeats = max(5, args.repeats)
     grid = DescriptorGrid(max_side=args.side)
+    root = dataset_root(args.data)
+    n_inputs = args.images + args.codebook_images
     with threadpool_limits(1, user_api="blas"):
-        datas = _photos(args.images, 0, args.side, args.data)
-        books = _codebooks(_photos(args.codebook_images, args.images, args.side, args.data), grid)
+        datas = _photos(args.images, 0, args.side, root)
+        books = _codebooks(_photos(args.codebook_images, args.images, args.side, root), grid)
         ivf_sets = {
             n: dataclasses.replace(
                 TABLE1[n], knn="ivf", n_probe=args.n_probe, n_lists=args.n_lists
@@ -161,7 +171,8 @@ def main() -> None:
         ivf_build = time.perf_counter() - t0
         descs = [image_descriptors(d, ["hog", "hog+lbp"], grid) for d in datas]
         if args.sizes_only:
-            print(json.dumps({"n_images": len(datas), "store": _store_sizes(descs, books)}))
+            finish("bench_table1_sizes", {"n_images": len(datas), "store": _store_sizes(descs, books)},
+                   inputs=n_inputs)
             return
         n_desc = float(np.mean([len(d["hog"].values) for d in descs]))
         Zs = {n: [books[n].project(d[TABLE1[n].descriptor].values) for d in descs] for n in TABLE1}
@@ -226,8 +237,8 @@ def main() -> None:
     s_per = {"descriptors": round(per["descriptors"], 4), **{n: round(per[n], 4) for n in TABLE1}}
     total = per["descriptors"] + sum(per[n] for n in TABLE1)
     total_approx = per["descriptors"] + sum(per[n + "_approx"] for n in LCC_SETS) + per["set5"] + per["set6"]
-    # Idle-machine estimate: each LCC set's time over its GEMM (paired) times that GEMM on the idle machine
-    # (issue 12), the rest divided by the image's load factor (its GEMMs over the idle GEMMs).
+    # Idle-machine estimate: each LCC set's time over its GEMM (paired) times that GEMM on the idle development
+    # machine (GEMM_IDLE_S), the rest divided by the image's load factor (its GEMMs over the idle GEMMs).
     idle = {k: med[k + "_idle"] for k in ("descriptors", "set5", "set6")}
     for n in LCC_SETS:
         idle[n] = med[n + "_exact_over_gemm"] * GEMM_IDLE_S[n]
@@ -241,7 +252,7 @@ def main() -> None:
     paper_ratio = {n: round(PAPER_S_PER_IMAGE[0] / (per["descriptors"] + per[n]), 2) for n in TABLE1}
     paper_ratio_idle = {n: round(PAPER_S_PER_IMAGE[0] / (idle["descriptors"] + idle[n]), 2) for n in TABLE1}
     res = {
-        "source": f"caltech101 ({args.data}) upscaled to {args.side} px longer side",
+        "source": f"photos of {root.name} upscaled to {args.side} px longer side",
         "codebooks": "sampled descriptors of other photos as centres (Table 1 sizes), PCA fitted for set5/set6",
         "n_images": len(datas),
         "repeats": repeats,
@@ -263,7 +274,7 @@ def main() -> None:
         "tile_rows": TILE_ROWS,
         "paper_ratio": paper_ratio,
         "idle_estimate": {
-            "basis": "paired ratio to the set's distance GEMM x that GEMM on the idle machine (issue 12)",
+            "basis": "paired ratio to the set's distance GEMM x that GEMM on the idle 2-core development machine",
             "gemm_idle_s": GEMM_IDLE_S,
             "s_per_image_per_thread": {k: round(v, 4) for k, v in idle.items()},
             "total_s_per_image": round(idle_total, 3),
@@ -272,7 +283,7 @@ def main() -> None:
         },
         "paper_ratio_basis": "paper's 2 s (low end) / (our descriptors + the set), exact mode",
     }
-    print(json.dumps(res))
+    finish("bench_table1", res, inputs=n_inputs)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ run, wall time on the client including checkpoints; ``actor_loop_s_*`` is the
 slowest actor's chunk loop alone; naive: one epoch per repeat). Both actors of
 the 2-actor run share the same two cores (and every chunk is decoded by each),
 so ``scaling_2_actors`` here says nothing about two machines; on a shared,
-loaded machine it can be below 1. The last line is one JSON object.
+loaded machine it can be below 1. The last line is one JSON object; the same
+figures go to a result file (``_results.finish``). The data are synthetic.
 
     python benchmarks/bench_train.py            # 101 classes, 8,192 x 1,024 (a few minutes)
     python benchmarks/bench_train.py --quick    # 101 classes, 4,096 x 512
@@ -24,13 +25,14 @@ loaded machine it can be below 1. The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from _results import finish
 
 import numpy as np
 
@@ -159,7 +161,7 @@ def main() -> None:
         "naive_vs_ours_max_coef_diff": agree,
         "final_coef_norm": float(np.linalg.norm(ours.coef_)),
     })
-    print(json.dumps(out))
+    finish("bench_train", out)
 
 
 def run_train_epoch1_reference(url: str, chunks, n_classes: int) -> np.ndarray:

@@ -17,24 +17,28 @@ Usage::
     python benchmarks/caltech101.py [--data DIR] [--splits 3] [--quick] [--workdir DIR]
 
 ``--quick`` uses 20 classes, smaller codebooks and one split, to check the
-machinery in a few minutes; its numbers are not the protocol's. The last line
-of output is one JSON object: ``fused_mean_per_class_acc``, ``std``,
-``best_single_set_acc``, ``baseline_acc``, ``wall_s`` (accuracies in %), plus
-per-split details.
+machinery in a few minutes; its numbers are not the protocol's. ``--data`` is
+the Caltech-101 root (a folder of class folders; default: the shared copy
+beside the repository). The last line of output is one JSON object:
+``fused_mean_per_class_acc``, ``std``, ``best_single_set_acc``,
+``baseline_acc``, ``wall_s`` (accuracies in %), per-split details and the
+input counts (images listed, images that failed to decode); the same figures
+go to a result file (``_results.finish``). A run in which images failed
+reports no figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
+
+from _results import dataset_root, finish
 
 import numpy as np
 
@@ -44,24 +48,6 @@ PUBLISHED = {  # mean per-class accuracy (%), 30 training images per class, dens
     "LLC (Wang et al. 2010)": 73.4,
     "Fisher vectors (Chatfield et al. 2011)": 77.8,
 }
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{os.cpu_count()} cores ({cpu}){mem}, Python {platform.python_version()}"
 
 
 # --------------------------------------------------------------------------- baseline
@@ -135,7 +121,8 @@ def quick_experiment(exp):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="/work/shared/datasets/caltech101", help="Caltech-101 root (class folders)")
+    ap.add_argument("--data", metavar="DIR", help="Caltech-101 root, a folder of class folders (default: the shared "
+                    "copy beside the repository)")
     ap.add_argument("--config", default="caltech101", help="lsic config (default: the shipped caltech101)")
     ap.add_argument("--splits", type=int, default=3, help="random splits (seeds 0..N-1)")
     ap.add_argument("--quick", action="store_true", help="20 classes, small codebooks, 1 split: a smoke run")
@@ -156,11 +143,12 @@ def main(argv=None) -> int:
 
     t_all = time.perf_counter()
     splits = 1 if args.quick and args.splits == 3 else args.splits
-    work = Path(args.workdir)
+    data = str(dataset_root(args.data))
+    work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in range(splits):
-        exp = load_experiment(args.config, data=args.data, store=str(work / f"split{seed}.zarr"))
+        exp = load_experiment(args.config, data=data, store=str(work / f"split{seed}.zarr"))
         exp = exp.replace(seed=seed, report=str(work / f"report-split{seed}"))
         if args.compare_sgd:  # Fig. 3 of the report: plain SGD trained beside ASGD on the same chunks
             exp = exp.replace(train=dataclasses.replace(exp.train, compare_sgd=True))
@@ -178,6 +166,7 @@ def main(argv=None) -> int:
             "n_train": m["n_train"],
             "n_test": m["n_test"],
             "n_failed": m["n_failed"],
+            "n_images": int(FeatureStore.open(exp.store.url).labels().size),
             # wall time per stage as recorded in the store (a resumed run keeps the time of the run that did the work)
             "stage_s": {k: round(v, 1) for k, v in {**res.seconds, **FeatureStore.open(exp.store.url).timings()}.items()},
         }
@@ -214,7 +203,6 @@ def main(argv=None) -> int:
         print(f"{'baseline: skimage HOG + k-means BoW + LinearSVC':<56s} {np.mean(base):8.1f} +- {np.std(base):.1f}")
     for k, v in PUBLISHED.items():
         print(f"{k + ' (published)':<56s} {v:8.1f}")
-    print(f"machine: {_machine()}")
     out = {
         "fused_mean_per_class_acc": round(float(fused.mean()), 2),
         "std": round(float(fused.std()), 2),
@@ -228,9 +216,9 @@ def main(argv=None) -> int:
         "quick": bool(args.quick),
         "per_set": {n: round(v, 2) for n, v in set_means.items()},
         "per_split": results,
-        "machine": _machine(),
     }
-    print(json.dumps(out))
+    finish("caltech101", out, inputs=sum(r["n_images"] for r in results),
+           inputs_failed=sum(r["n_failed"] for r in results))
     return 0
 
 

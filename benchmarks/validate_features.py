@@ -15,8 +15,11 @@ name (``hog_lcc``, ``hoglbp_lcc``, ``hog_svc`` for the shipped caltech101) and
 - ``sift_fv``   the same with dense SIFT
 
 Codebooks / GMMs are fitted on a descriptor sample of the training images.
-Pooled vectors are cached in ``--cache`` (keyed by variant and sizes) so a
-rerun only retrains. Each variant is trained with lambda in ``--lams`` (all
+Pooled vectors are cached in ``--cache`` (keyed by variant and sizes;
+default ``runs/validate-features-cache`` under the current folder) so a rerun
+only retrains. ``--data`` is the Caltech-101 root (a folder of class folders;
+default: the shared copy beside the repository); an image that cannot be
+decoded stops the run with a one-line error and no figure. Each variant is trained with lambda in ``--lams`` (all
 in one pass, :func:`fit_lambda_grid`); the line per variant reports the
 accuracy at the config's lambda and the best of the grid.
 
@@ -25,7 +28,8 @@ Usage::
     python benchmarks/validate_features.py [--data DIR] [--classes N | A:B] [--variants hog_lcc,sift_lcc,sift_fv]
         [--lams 1e-4,3e-4] [--fuse hog_lcc+sift_fv] [--fuse-lams sift_fv=3e-4]
 
-The last line of output is one JSON object {variant: {lam: accuracy %}, ...}.
+The last line of output is one JSON object {variant: {lam: accuracy %}, ...};
+the same figures go to a result file (``_results.finish``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _results import dataset_root, fail, finish
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -45,6 +51,7 @@ from lsic.pipeline import (
     Codebook,
     DescriptorGrid,
     FeatureSet,
+    ImageError,
     encode_pool,
     fit_lambda_grid,
     image_descriptors,
@@ -82,11 +89,19 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+def _descriptors(path: str, kinds: list[str], grid: DescriptorGrid) -> dict:
+    """Descriptors of one image; an image that cannot be decoded ends the run (no figure for failed inputs)."""
+    try:
+        return image_descriptors(_read(path), kinds, grid, name=path)
+    except ImageError as exc:
+        fail(f"unreadable input: {exc}; no figure is reported")
+
+
 def _sample(paths: list[str], kinds: list[str], grid: DescriptorGrid, per: int, seed: int) -> dict[str, np.ndarray]:
     out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
 
     def one(i: int):
-        desc = image_descriptors(_read(paths[i]), kinds, grid, name=paths[i])
+        desc = _descriptors(paths[i], kinds, grid)
         rng = np.random.default_rng([seed, i])
         res = {}
         for k, d in desc.items():
@@ -103,7 +118,8 @@ def _sample(paths: list[str], kinds: list[str], grid: DescriptorGrid, per: int, 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="/work/shared/datasets/caltech101")
+    ap.add_argument("--data", metavar="DIR", help="Caltech-101 root, a folder of class folders (default: the shared "
+                    "copy beside the repository)")
     ap.add_argument("--config", default="caltech101")
     ap.add_argument("--classes", default="0", help="N: the first N classes; A:B: classes A..B-1; 0: all")
     ap.add_argument("--variants", default="hog_lcc,sift_lcc,sift_fv")
@@ -114,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lams", default="1e-5,3e-5,1e-4,3e-4")
     ap.add_argument("--epochs", type=int, default=0, help="0: the config's train.epochs")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", default="/tmp/accuracy-cache")
+    ap.add_argument("--cache", metavar="DIR", default="runs/validate-features-cache",
+                    help="pooled vectors of earlier runs (default: runs/validate-features-cache)")
     ap.add_argument("--fuse", default="", help="e.g. hog_lcc+sift_fv,hog_lcc+sift_lcc: equal-weight fusion of "
                     "scores standardised with each set's training-row statistics, at each set's lambda "
                     "from --fuse-lams (default: the config's)")
@@ -123,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t_start = time.perf_counter()
 
-    exp = load_experiment(args.config, data=args.data)
+    data = str(dataset_root(args.data))
+    exp = load_experiment(args.config, data=data)
     grid = exp.images
     man = build_manifest(exp.dataset, exp.seed)
     keep = man.split <= 1  # train and validation rows of split 0; test rows are never read
@@ -142,9 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [v for v in names if v not in fsets]
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {sorted(fsets)}")
-    key = hashlib.sha1(json.dumps([args.data, hi if lo == 0 else [lo, hi], args.codebook_images, args.descriptors_per_image,
+    key = hashlib.sha1(json.dumps([data, hi if lo == 0 else [lo, hi], args.codebook_images, args.descriptors_per_image,
                                    repr(grid), exp.seed]).encode()).hexdigest()[:10]
-    cache = Path(args.cache)
+    cache = Path(args.cache).resolve()
     cache.mkdir(parents=True, exist_ok=True)
     feats: dict[str, np.ndarray] = {}
     todo = []
@@ -176,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         def one(i: int) -> None:
             t = time.perf_counter()
-            desc = image_descriptors(_read(paths[i]), kinds, grid, name=paths[i])
+            desc = _descriptors(paths[i], kinds, grid)
             for v in todo:
                 out[v][i] = encode_pool(desc[fsets[v].descriptor], codebooks[v])
             desc_s[0] += time.perf_counter() - t
@@ -227,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {"val_mean_per_class_acc": results, "fused": fused, "n_train": int((~is_val).sum()), "n_val": int(is_val.sum()),
                "fv_k": args.fv_k, "fv_pca": args.fv_pca, "epochs": epochs,
                "wall_s": round(time.perf_counter() - t_start, 1), "stage_s": {k: round(s, 1) for k, s in wall.items()}}
-    print(json.dumps(summary))
+    finish("validate_features", summary, inputs=len(paths))
     return summary
 
 

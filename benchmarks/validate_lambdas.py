@@ -12,18 +12,20 @@ Usage::
 
     python benchmarks/validate_lambdas.py STORE [--grid hog_lcc=3e-5,1e-4,3e-4 ...] [--shipped sift_fv=3e-4] [--epochs 100]
 
-The last line is one JSON object.
+The last line is one JSON object; the same figures go to a result file
+(``_results.finish``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
+
+from _results import fail, finish
 
 import numpy as np
 
-from lsic.pipeline import ScoreFusion, fit_lambda_grid, mean_per_class_accuracy
+from lsic.pipeline import LsicError, ScoreFusion, fit_lambda_grid, mean_per_class_accuracy
 from lsic.workflows.store import FeatureStore
 
 DEFAULT_GRID = "3e-5,1e-4,3e-4"
@@ -37,11 +39,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     args = ap.parse_args()
 
-    store = FeatureStore.open(args.store)
+    try:
+        store = FeatureStore.open(args.store, "r")
+    except LsicError as exc:
+        fail(str(exc))
     labels = store.labels()
     tr, va = store.split_rows("train"), store.split_rows("val")
     if not va.size:
-        raise SystemExit(f"{args.store} has no validation rows; extract with dataset.val_per_class > 0")
+        fail(f"{args.store} has no validation rows; extract with dataset.val_per_class > 0")
     names = sorted(fs["name"] for fs in store.config["feature_sets"] if store.has_features(fs["name"]))
     grids = {n: [float(v) for v in DEFAULT_GRID.split(",")] for n in names}
     grids.update({k: [float(v) for v in vs.split(",")] for k, _, vs in (a.partition("=") for a in args.grid)})
@@ -69,8 +74,8 @@ def main() -> None:
         return round(100 * mean_per_class_accuracy(yv, f.transform(S).argmax(1)), 2)
 
     best = {n: float(max(per_set[n], key=per_set[n].get)) for n in names}
-    print(json.dumps({"per_set": per_set, "best_lam": best, "n_train": int(tr.size), "n_val": int(va.size),
-                      "fused_shipped_equal": fused(shipped), "fused_best_equal": fused(best)}))
+    finish("validate_lambdas", {"per_set": per_set, "best_lam": best, "n_train": int(tr.size), "n_val": int(va.size),
+                                "fused_shipped_equal": fused(shipped), "fused_best_equal": fused(best)})
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def lbp_codes(image: np.ndarray) -> np.ndarray:
 
 
 def dense_lbp(image: np.ndarray, grid: DescriptorGrid = DescriptorGrid()) -> Descriptors:
-    """Dense uniform-LBP histograms: 59 x ``grid.lbp_cells``^2 dims per patch.
+    """Dense uniform-LBP histograms: 59 x ``grid.lbp_cells ** 2`` dims per patch.
 
     Parameters
     ----------

@@ -14,11 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def readme_commands() -> list[str]:
+    """The two commands of the README's "Two commands" section: install + demo, then the tests."""
     text = (ROOT / "README.md").read_text()
-    return re.findall(r"```bash\n(.*?)\n```", text, flags=re.S)[:2]
+    section = re.search(r"^## Two commands\n(.*?)(?=^## )", text, flags=re.S | re.M)
+    assert section, "README lost its 'Two commands' section"
+    return re.findall(r"```bash\n(.*?)\n```", section.group(1), flags=re.S)[:2]
 
 
-def test_readme_opens_with_install_and_test_commands():
+def test_readme_gives_the_install_and_test_commands():
     first, second = readme_commands()
     assert first.strip() == "pip install . && lsic demo"
     assert "pip install" in second and "pytest" in second

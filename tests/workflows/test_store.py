@@ -16,7 +16,6 @@ from lsic.workflows._zarr_io import decode_chunk_into
 from lsic.workflows.store import TEST, TRAIN, VAL, FeatureStore
 from lsic.workflows.testing import write_store
 
-ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
 
 
@@ -42,13 +41,6 @@ def _relation(node: str, path: str) -> str | None:
     if len(have) < len(want):
         return "above"
     return "under" if path.endswith("/") else None
-
-
-def test_readme_layout_table_is_generated_from_layout():
-    readme = (ROOT / "README.md").read_text()
-    m = re.search(r"<!-- store-layout:[^\n]*-->\n(.*?)\n<!-- /store-layout -->", readme, re.S)
-    assert m, "README lost its store-layout markers"
-    assert m.group(1) == layout.layout_table()
 
 
 def test_layout_describes_a_store_written_by_the_release(tmp_path):
