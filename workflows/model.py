@@ -288,13 +288,13 @@ def _encode_array(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def is_model_file(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """A single file (a model file) rather than a folder (a store)?"""
+def _kind(url: str, storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """``"file"`` (a model file), ``"folder"`` (a store), None (nothing there) or ``"unknown"`` (no backend to ask)."""
     try:
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-        return bool(fs.isfile(path))
+        return "file" if fs.isfile(path) else "folder" if fs.exists(path) else None
     except (ImportError, ValueError, OSError):
-        return False
+        return "unknown"  # opening it as a store names the backend to install
 
 
 def export_model(store_url: str, url: str, *, storage_options: Mapping[str, Any] | None = None,
@@ -320,13 +320,19 @@ def load_model(path_or_url: str, *, storage_options: Mapping[str, Any] | None = 
 
     Raises
     ------
+    DataError
+        Nothing at ``path_or_url`` (one line; nothing is created there).
     ModelFileError
         A damaged model file or one written by a newer lsic (one line).
     StoreError
-        A store that is missing or not evaluated yet.
+        A store that is not evaluated yet (naming the command to run first).
     """
-    if is_model_file(path_or_url, storage_options):
+    kind = _kind(path_or_url, storage_options)
+    if kind == "file":
         return LsicModel.from_file(path_or_url, storage_options=storage_options)
+    if kind is None:
+        raise DataError(f"no model file or feature store at {path_or_url!r}; check the path "
+                        "(`lsic export STORE MODEL` makes a model file of an evaluated store)")
     try:
         return LsicModel.from_store(path_or_url, storage_options=storage_options)
     except LsicError:

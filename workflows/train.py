@@ -356,8 +356,7 @@ def _run_epochs(exp: Experiment, store: FeatureStore, plan: TrainPlan, pool: Act
 def _prepare(exp: Experiment, store: FeatureStore, names: tuple[str, ...], epochs: int | None,
              restart: bool) -> TrainPlan:
     """Check the store, drop what ``restart`` asks, plan, and record each set's settings before training."""
-    if not store.extract_complete:
-        raise StoreError(f"store {store.url!r} is not completely extracted; run `lsic extract` (it resumes) first")
+    store.require_extraction()
     if restart:
         for name in names:
             store.drop_models(name)
@@ -365,7 +364,7 @@ def _prepare(exp: Experiment, store: FeatureStore, names: tuple[str, ...], epoch
     if plan.stale:
         raise StoreError(
             f"models of set(s) {', '.join(plan.stale)} in {store.url!r} were trained with other settings; "
-            "rerun with --restart to train them from scratch"
+            "run `lsic train` with --restart to train them from scratch"
         )
     for name in names:
         store.init_models(name, {"settings": run_settings(exp, store, name, plan.n_features[name]),
