@@ -221,11 +221,22 @@ class TrainSummary:
         loads = ", ".join(f"{k} {v}" for k, v in self.chunk_loads.items())
         return (
             f"train: {len(self.sets)} set(s) x {self.n_classes} classes on {self.n_actors} actor(s), "
-            f"epochs {list(self.epochs_run) or 'none'} -> {self.final_epoch}, {self.seconds:.1f} s; "
+            f"epochs {epoch_ranges(self.epochs_run)} -> {self.final_epoch}, {self.seconds:.1f} s; "
             f"{self.train_chunks} training chunks, chunk loads: {loads} "
             f"({self.chunk_loads_per_epoch:g} training loads/epoch), {self.bytes_read / 2**20:.1f} MiB read; "
             f"peak actor RSS {self.peak_rss_bytes / 2**20:.0f} MiB; restarts {self.restarts}"
         )
+
+
+def epoch_ranges(epochs: Sequence[int]) -> str:
+    """Epoch numbers as ranges for a log line: ``1-100``, ``3``, ``1-3, 7``; ``none`` when empty."""
+    runs: list[list[int]] = []
+    for e in sorted(set(epochs)):
+        if runs and e == runs[-1][1] + 1:
+            runs[-1][1] = e
+        else:
+            runs.append([e, e])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "none"
 
 
 # --------------------------------------------------------------------------- run
