@@ -354,3 +354,25 @@ def test_site_defaults_through_dask_config_under_the_file():
                 parse_experiment(MINIMAL)
 
 
+
+
+def test_the_demo_config_says_what_lsic_demo_does(tmp_path, monkeypatch):
+    from importlib import resources
+    from pathlib import Path
+
+    from lsic.workflows.run import demo_data_root, demo_experiment
+
+    text = (resources.files("lsic.workflows") / "configs" / "demo.yaml").read_text()
+    assert load_experiment("demo").dataset.root is None  # train and evaluate need none; lsic demo fills it in
+    exp = demo_experiment(tmp_path / "d")
+    assert exp.dataset.root == demo_data_root()
+    assert exp.store.url == str(tmp_path / "d" / "demo.zarr") and exp.report == str(tmp_path / "d" / "report")
+    monkeypatch.chdir(tmp_path)
+    default = demo_experiment()
+    assert default.store.url == str(tmp_path / "lsic-demo" / "demo.zarr")
+    assert "./lsic-demo" in text and "demo.zarr" in text and "report/" in text
+    # "8 classes, 20 images each": the shipped photos, and the split uses all 20
+    classes = [d for d in Path(demo_data_root()).iterdir() if d.is_dir()]
+    assert "8 classes" in text and len(classes) == 8
+    assert "20 images each" in text and {len(list(d.iterdir())) for d in classes} == {20}
+    assert exp.dataset.train_per_class + exp.dataset.test_per_class == 20
