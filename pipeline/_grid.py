@@ -68,18 +68,18 @@ class DescriptorGrid:
         sizes = tuple(int(p) for p in self.patch_sizes)
         object.__setattr__(self, "patch_sizes", sizes)
         if not sizes:
-            raise ConfigError("grid.patch_sizes is empty: give at least one patch size, e.g. [16, 24, 32]")
+            raise ConfigError("patch_sizes is empty: give at least one patch size, e.g. [16, 24, 32]")
         for p in sizes:
             if p < 4 or p % 4:
-                raise ConfigError(f"grid.patch_sizes contains {p}: patch sizes must be positive multiples of 4")
+                raise ConfigError(f"patch_sizes contains {p}: patch sizes must be positive multiples of 4")
         if int(self.step) < 1:
-            raise ConfigError(f"grid.step={self.step}: use a positive number of pixels")
+            raise ConfigError(f"step={self.step}: use a positive number of pixels")
         if int(self.max_side) < 1:
-            raise ConfigError(f"grid.max_side={self.max_side}: use a positive number of pixels")
+            raise ConfigError(f"max_side={self.max_side}: use a positive number of pixels")
         if int(self.max_pixels) < 1:
-            raise ConfigError(f"grid.max_pixels={self.max_pixels}: use a positive number of pixels")
+            raise ConfigError(f"max_pixels={self.max_pixels}: use a positive number of pixels")
         if int(self.lbp_cells) not in (1, 2):
-            raise ConfigError(f"grid.lbp_cells={self.lbp_cells}: use 1 (one histogram) or 2 (2 x 2 sub-cells)")
+            raise ConfigError(f"lbp_cells={self.lbp_cells}: use 1 (one histogram) or 2 (2 x 2 sub-cells)")
         object.__setattr__(self, "step", int(self.step))
         object.__setattr__(self, "lbp_cells", int(self.lbp_cells))
         object.__setattr__(self, "hog_signed", bool(self.hog_signed))
@@ -88,7 +88,7 @@ class DescriptorGrid:
                          ("sift_contrast", "e.g. 0.003, or 0 to keep every patch")):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"grid.{key}={value!r}: use a non-negative number, {fix}")
+                raise ConfigError(f"{key}={value!r}: use a non-negative number, {fix}")
             object.__setattr__(self, key, float(value))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -16,6 +17,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_predict(sub)
     _add_export(sub)
     _add_demo(sub)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: sets the new flag's value and warns once on stderr that it is deprecated."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", f"deprecated spelling of {new}")
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+        self.warned = False
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if not self.warned:
+            self.warned = True
+            print(f"lsic: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def _cluster_args(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +61,12 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _add_config_args(p: argparse.ArgumentParser, *, data: bool = True, report: bool = True) -> None:
-    """CONFIG plus the flags that replace parts of it (--set, --data, --store, --report)."""
+    """CONFIG plus the flags that replace parts of it (--set, --data, --store, --report).
+
+    ``data``: only the commands that read the images (extract, run) take
+    ``--data``; training and evaluation read the store, so their config may lack
+    a dataset root.
+    """
     p.add_argument("config", help="experiment YAML file, or a shipped config name (caltech101, imagenet2010, demo)")
     # dest is not "sets": `lsic train --sets` already names feature sets
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
@@ -55,7 +78,11 @@ def _add_config_args(p: argparse.ArgumentParser, *, data: bool = True, report: b
                             "roots, the folder holding train/, val/, test/ and the class file")
     p.add_argument("--store", metavar="URL", help="feature store URL replacing the config's (any fsspec URL)")
     if report:
-        p.add_argument("--report", metavar="DIR", help="report folder replacing the config's")
+        _report_arg(p, "report folder replacing the config's")
+
+
+def _report_arg(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--report", metavar="DIR", help=text)
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
@@ -128,8 +155,9 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="fuse the stored SVM scores, measure them and write the report")
-    _add_config_args(p)
+    p = sub.add_parser("evaluate", help="fuse the stored SVM scores, measure them and write the report "
+                       "(writes only into a store that holds scores)")
+    _add_config_args(p, data=False)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -142,15 +170,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="regenerate the report (figures, metrics.json, index.html) of an evaluated store")
-    p.add_argument("store", help="the store URL")
-    p.add_argument("--out", metavar="DIR", help="report folder (default: the one of the last evaluation)")
+    p.add_argument("store", help="the store URL of an evaluated run (read only)")
+    _report_arg(p, "report folder (default: the one of the last evaluation)")
+    p.add_argument("--out", dest="report", metavar="DIR", action=_DeprecatedAlias, new="--report")
     p.set_defaults(func=_run_report)
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from .report import report_from_store
 
-    files = report_from_store(args.store, args.out)
+    files = report_from_store(args.store, args.report)
     print(f"report: {files['index']}")
     return 0
 
@@ -158,9 +187,11 @@ def _run_report(args: argparse.Namespace) -> int:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-5 classes of images with a model file or trained store; "
                        "--input/--output classify a whole collection on the cluster (resumable)")
-    p.add_argument("store", metavar="MODEL_OR_STORE", help="a model file (lsic export) or the store of an evaluated run")
+    p.add_argument("store", metavar="MODEL_OR_STORE", help="a model file (lsic export) or the store of an evaluated run "
+                   "(read only)")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image path or URL, or a folder of images")
-    p.add_argument("--top", "--top-k", dest="top", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per image (default 5)")
+    p.add_argument("--top", dest="top_k", type=int, metavar="K", action=_DeprecatedAlias, new="--top-k")
     p.add_argument("--input", metavar="URL", help="batch: folder, list file or tar archive(s) at any fsspec URL")
     p.add_argument("--output", metavar="URL", help="batch: output file, one row per image")
     p.add_argument("--format", choices=("parquet", "csv"), help="batch: output format (default: from --output, else parquet)")
@@ -171,8 +202,6 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    import sys
-
     if args.input or args.output:
         return _run_batch_predict(args)
     if not args.images:
@@ -182,7 +211,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .predict import predict_images
 
     failed = 0
-    for pred in predict_images(args.store, args.images, top=args.top):
+    for pred in predict_images(args.store, args.images, top_k=args.top_k):
         if pred.ok:
             print("\n".join(pred.lines()))
         else:
@@ -199,7 +228,7 @@ def _run_batch_predict(args: argparse.Namespace) -> int:
 
     if not (args.input and args.output) or args.images:
         raise ConfigError("batch prediction takes --input URL and --output URL and no IMAGE arguments")
-    summary = run_batch_predict(args.store, args.input, args.output, top_k=args.top, fmt=args.format,
+    summary = run_batch_predict(args.store, args.input, args.output, top_k=args.top_k, fmt=args.format,
                                 cluster={k: v for k, v in cluster_options(args).items() if v is not None},
                                 overwrite=args.overwrite, progress=not args.no_progress)
     print(summary.line())
@@ -208,7 +237,7 @@ def _run_batch_predict(args: argparse.Namespace) -> int:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write the classifier of an evaluated store as one portable model file")
-    p.add_argument("store", help="the store URL of an evaluated run")
+    p.add_argument("store", help="the store URL of an evaluated run (read only)")
     p.add_argument("model", help="the model file to write (any fsspec URL), e.g. caltech101.lsic.zip")
     p.set_defaults(func=_run_export)
 

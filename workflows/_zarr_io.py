@@ -14,6 +14,7 @@ of this module (``tests/test_imports.py`` checks it).
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any
@@ -81,6 +82,10 @@ def open_group(url: str, mode: str = "r", storage_options: Mapping[str, Any] | N
                counter: ReadCounter | None = None) -> zarr.Group:
     """The root group of the store at ``url`` (a local path or any fsspec URL).
 
+    Modes ``"r"`` and ``"r+"`` never create anything: a missing store is a
+    :class:`StoreError` and leaves no trace (a writable local store would
+    otherwise make its folder on opening).
+
     Raises
     ------
     StoreError
@@ -91,15 +96,18 @@ def open_group(url: str, mode: str = "r", storage_options: Mapping[str, Any] | N
         if "://" in url and not url.startswith("file://"):
             store: Any = FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=read_only)
         else:
-            store = LocalStore(url.removeprefix("file://"), read_only=read_only)
+            path = url.removeprefix("file://")
+            if mode == "r+" and not os.path.isdir(path):
+                raise FileNotFoundError(path)
+            store = LocalStore(path, read_only=read_only)
         if counter is not None:
             store = CountingStore(store, counter)
         return zarr.open_group(store=store, mode=mode)
     except (FileNotFoundError, KeyError):
-        raise StoreError(f"no feature store at {url!r}; run `lsic extract` first or check --store") from None
+        raise StoreError(f"no feature store at {url!r}; run `lsic extract` first, or check the store's URL") from None
     except Exception as exc:  # zarr raises several types for "not there"
         if type(exc).__name__ in _MISSING:
-            raise StoreError(f"no feature store at {url!r}; run `lsic extract` first or check --store") from None
+            raise StoreError(f"no feature store at {url!r}; run `lsic extract` first, or check the store's URL") from None
         if isinstance(exc, (ImportError, ValueError)):
             raise StoreError(f"cannot open store {url!r}: {exc}; install the fsspec backend for its URL") from None
         raise

@@ -44,7 +44,7 @@ from lsic.pipeline import ConfigError, DataError, ImageError, StoreError
 
 from ._stage import WorkerCache, execute, single_blas_thread, stage_client
 from .datasets import open_fs, read_images, tar_records
-from .model import LsicModel, load_model, top_k_indices
+from .model import LsicModel, check_top_k, load_model, top_k_indices
 
 log = logging.getLogger(__name__)
 
@@ -401,8 +401,7 @@ def run_batch_predict(
     fmt = fmt or ("csv" if output.lower().endswith(".csv") else "parquet")
     if fmt not in FORMATS:
         raise ConfigError(f"output format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
-    if top_k < 1:
-        raise ConfigError(f"--top-k {top_k}: give at least 1")
+    top_k = check_top_k(top_k)
     so = dict(storage_options or {})
     t0 = time.perf_counter()
     model = load_model(source, storage_options=so)  # fails early, in one line, on a bad model

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -84,6 +85,12 @@ class DatasetConfig:
     ``test_per_class`` (``null``: all the rest) for testing. With ``splits``,
     each of ``train``/``val``/``test`` names its own source. ``label_base``
     (0 or 1) is that of a single-root ``list`` layout; split sources carry their own.
+
+    ``root`` may be left out (``null``) by a config that is only trained or
+    evaluated: those commands read the store, whose rows record where each
+    image lies. Extraction, the one reader of the dataset, refuses
+    a missing root in one line before it starts a cluster
+    (:func:`lsic.workflows.datasets.build_manifest`).
     """
 
     root: str | None = None
@@ -99,16 +106,14 @@ class DatasetConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.splits is None and self.root is None:
-            raise ConfigError("dataset.root is missing; set it in the config or pass --data URL")
         if self.splits is not None:
             unknown = set(self.splits) - {"train", "val", "test"}
             if unknown:
                 raise ConfigError(f"dataset.splits has unknown split {sorted(unknown)[0]!r}; use train, val, test")
             if "train" not in self.splits:
                 raise ConfigError("dataset.splits needs a 'train' source")
-        else:
-            SourceConfig(self.root, self.layout, self.list_file, self.label_base)  # validates layout
+        else:  # validates the layout; the root itself is checked by extraction, which reads it
+            SourceConfig(self.root, self.layout, self.list_file, self.label_base)  # type: ignore[arg-type]
         if self.train_per_class is not None and self.train_per_class < 1:
             raise ConfigError("dataset.train_per_class must be at least 1 (or null for all)")
         if self.val_per_class < 0 or (
@@ -124,6 +129,12 @@ class CodebookConfig:
     sample_images: int = 1000
     descriptors_per_image: int = 200
     max_iter: int = 100
+
+    def __post_init__(self) -> None:
+        # checked here, not by the codebook task that would meet them on a cluster after listing the dataset
+        for key in ("sample_images", "descriptors_per_image", "max_iter"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: use a positive integer")
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,11 @@ class FusionConfig:
     def __post_init__(self) -> None:
         if self.method not in ("coordinate_ascent", "equal"):
             raise ConfigError(f"fusion.method {self.method!r} is unknown; use coordinate_ascent or equal")
+        # the weight search checks them too, but only after training: a run must not fail that late
+        if self.grid < 2:
+            raise ConfigError(f"grid={self.grid}: use at least 2 weights per set (21 steps by 0.05)")
+        if self.rounds < 0:
+            raise ConfigError(f"rounds={self.rounds}: use 0 or more rounds of the weight search")
 
 
 @dataclass(frozen=True)
@@ -305,10 +321,22 @@ def build_dataclass(cls: type, data: Any, path: str) -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        msg = str(exc)
-        raise ConfigError(msg if not path or msg.startswith(path) else f"{path}: {msg}") from None
+        raise ConfigError(_at_path(str(exc), path, fields)) from None
     except TypeError as exc:
         raise ConfigError(f"{path or 'config'}: {exc}") from None
+
+
+def _at_path(msg: str, path: str, fields: Mapping[str, Any]) -> str:
+    """A section class's own validation message, with the key path a user writes in front.
+
+    A message that starts with one of the class's field names (``step=0: ...``)
+    becomes ``images.step=0: ...``; any other gets ``path: `` in front, unless it
+    already starts with the path.
+    """
+    if not path or msg.startswith(path):
+        return msg
+    head = re.match(r"[A-Za-z_]\w*", msg)
+    return f"{path}.{msg}" if head and head.group() in fields else f"{path}: {msg}"
 
 
 def _wants_tuple(hint: Any) -> bool:
@@ -476,6 +504,8 @@ def load_experiment(
         culprits = _culprits(base, assignments, with_flags, source)
         if not culprits:
             raise
+        if len(culprits) == 1 and str(exc).startswith(f"{culprits[0]}:"):  # the message names the assignment
+            raise ConfigError(f"--set {exc}") from None
         raise ConfigError(f"--set {' '.join(culprits)}: {exc}") from None
 
 

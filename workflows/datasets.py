@@ -208,6 +208,8 @@ def build_manifest(ds: DatasetConfig, seed: int) -> Manifest:
     so = dict(ds.storage_options)
     rng = np.random.default_rng(seed)
     if ds.splits is None:
+        # a config may leave the root out for training and evaluation, which read the store, not for listing
+        check_root(ds.root, so)
         src = SourceConfig(ds.root, ds.layout, ds.list_file, ds.label_base)
         records = list_source(src, so)
         class_names = _class_names(ds, records, so, ds.label_base)
@@ -341,7 +343,7 @@ def read_images(
 def check_root(url: str | None, storage_options: dict | None = None) -> None:
     """Fail early, in one line, when a dataset root does not exist."""
     if url is None:
-        raise ConfigError("dataset.root is missing; set it in the config or pass --data URL")
+        raise ConfigError("dataset.root is missing; pass --data URL (lsic extract, lsic run) or set dataset.root")
     fs, path = open_fs(url, storage_options or {})
     if not fs.exists(path):
         raise DataError(f"dataset root {url!r} does not exist; check dataset.root or pass --data URL")

@@ -172,7 +172,9 @@ def run_evaluate(
     ----------
     exp : Experiment
     store : FeatureStore, optional
-        The trained store, open for writing (default: opened from ``exp.store``).
+        The trained store, open for writing (default: ``exp.store`` opened with
+        mode ``"r+"``: evaluation writes its results only into a store that
+        exists and holds scores, and a missing one is an error).
     report : str, optional
         Report folder; default ``exp.report``. ``""`` writes no report.
 
@@ -181,14 +183,12 @@ def run_evaluate(
     EvaluateSummary
     """
     t0 = time.perf_counter()
-    if store is None:
-        store = FeatureStore.open(exp.store.url, "a", exp.store.storage_options)
-    names = store.scored_sets([fs.name for fs in exp.feature_sets])
+    if store is None:  # "r+": a missing store is an error, never created here
+        store = FeatureStore.open(exp.store.url, "r+", exp.store.storage_options)
+    names = store.require_scores([fs.name for fs in exp.feature_sets])  # before anything is written
     missing = [fs.name for fs in exp.feature_sets if fs.name not in names]
-    if missing and names:
+    if missing:
         log.warning("evaluate: feature set(s) %s have no scores and are left out of the fusion", ", ".join(missing))
-    if not names:
-        raise StoreError(f"store {exp.store.url!r} has no SVM scores for {[fs.name for fs in exp.feature_sets]}; run `lsic train` first")
     metrics, details, fusion = evaluate_store(
         store, names, method=exp.fusion.method, rounds=exp.fusion.rounds, grid=exp.fusion.grid
     )

@@ -41,7 +41,7 @@ from lsic.pipeline import (
 
 from ._stage import WorkerCache, execute, single_blas_thread, stage_client
 from .config import Experiment
-from .datasets import build_manifest, check_root, read_images
+from .datasets import build_manifest, read_images
 from .store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -239,9 +239,11 @@ def feature_bag(exp: Experiment, store: FeatureStore, chunks: Iterable[int]) -> 
 
 
 def prepare_store(exp: Experiment, *, overwrite: bool = False) -> FeatureStore:
-    """Build the manifest and create (or reopen) the store's metadata."""
-    if exp.dataset.splits is None:
-        check_root(exp.dataset.root, exp.dataset.storage_options)
+    """Build the manifest and create (or reopen) the store's metadata.
+
+    Listing the dataset is the first thing it does, so a missing or wrong
+    dataset root fails here, in one line, before any cluster starts.
+    """
     manifest = build_manifest(exp.dataset, exp.seed)
     counts = manifest.counts()
     log.info(

@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -31,6 +32,7 @@ import numpy as np
 
 from lsic.pipeline import (
     Codebook,
+    ConfigError,
     DataError,
     DescriptorGrid,
     FeatureSet,
@@ -211,16 +213,29 @@ class LsicModel:
         feats = [self.features(_image_bytes(x), name=_name(x, i)) for i, x in enumerate(items)]
         return self.scores_of_features(feats)
 
-    def top_k(self, images: ImageInput | Sequence[ImageInput], k: int = 5) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best classes of each image and their fused scores, best first.
+    def top_k(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, *,
+              k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``top_k`` best classes of each image and their fused scores, best first.
+
+        Parameters
+        ----------
+        images : path/URL, bytes or array, or a sequence of them
+        top_k : int, default 5
+            Classes per image (``lsic predict --top-k``), at most the number of classes.
+        k : int, optional
+            Deprecated spelling of ``top_k``.
 
         Returns
         -------
-        classes : ndarray (n_images, k) of str
-        scores : ndarray (n_images, k) float32
+        classes : ndarray (n_images, top_k) of str
+        scores : ndarray (n_images, top_k) float32
         """
+        if k is not None:
+            warnings.warn("LsicModel.top_k(k=) is deprecated; use top_k=", FutureWarning, stacklevel=2)
+            top_k = k
+        top_k = check_top_k(top_k)
         s = self.decision_function(images)
-        idx = top_k_indices(s, k)
+        idx = top_k_indices(s, top_k)
         return self.classes_[idx], np.take_along_axis(s, idx, axis=1)
 
     def predict(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
@@ -234,6 +249,13 @@ class LsicModel:
     def __repr__(self) -> str:
         sets = ", ".join(fs.name for fs in self.feature_sets)
         return f"LsicModel({self.n_classes} classes, sets [{sets}], from {self.meta.get('source')!r})"
+
+
+def check_top_k(top_k: Any) -> int:
+    """``top_k`` (classes per image) as an int, or a one-line :class:`~lsic.pipeline.ConfigError`."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ConfigError(f"top_k (--top-k) is {top_k!r}; give at least 1 class per image")
+    return int(top_k)
 
 
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
@@ -288,13 +310,13 @@ def _encode_array(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def is_model_file(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """A single file (a model file) rather than a folder (a store)?"""
+def _kind(url: str, storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """``"file"`` (a model file), ``"folder"`` (a store), None (nothing there) or ``"unknown"`` (no backend to ask)."""
     try:
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-        return bool(fs.isfile(path))
+        return "file" if fs.isfile(path) else "folder" if fs.exists(path) else None
     except (ImportError, ValueError, OSError):
-        return False
+        return "unknown"  # opening it as a store names the backend to install
 
 
 def export_model(store_url: str, url: str, *, storage_options: Mapping[str, Any] | None = None,
@@ -320,13 +342,19 @@ def load_model(path_or_url: str, *, storage_options: Mapping[str, Any] | None = 
 
     Raises
     ------
+    DataError
+        Nothing at ``path_or_url`` (one line; nothing is created there).
     ModelFileError
         A damaged model file or one written by a newer lsic (one line).
     StoreError
-        A store that is missing or not evaluated yet.
+        A store that is not evaluated yet (naming the command to run first).
     """
-    if is_model_file(path_or_url, storage_options):
+    kind = _kind(path_or_url, storage_options)
+    if kind == "file":
         return LsicModel.from_file(path_or_url, storage_options=storage_options)
+    if kind is None:
+        raise DataError(f"no model file or feature store at {path_or_url!r}; check the path "
+                        "(`lsic export STORE MODEL` makes a model file of an evaluated store)")
     try:
         return LsicModel.from_store(path_or_url, storage_options=storage_options)
     except LsicError:

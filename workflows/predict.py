@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ import fsspec
 
 from lsic.pipeline import LsicError
 
-from .model import load_model, top_k_indices
+from .model import check_top_k, load_model, top_k_indices
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,22 @@ def predict_images(
     url: str,
     images: Sequence[str],
     *,
-    top: int = 5,
+    top_k: int = 5,
     storage_options: Mapping[str, Any] | None = None,
+    top: int | None = None,
 ) -> list[Prediction]:
     """Classify images (paths, URLs or folders) with a model file or the store at ``url``.
 
-    Returns one :class:`Prediction` per image, in input order; unreadable or
-    undecodable images carry an ``error`` instead of classes. The readable
-    images are scored as one batch by :class:`lsic.workflows.model.LsicModel`.
+    Returns one :class:`Prediction` per image, in input order, with its
+    ``top_k`` best classes (``lsic predict --top-k``; ``top`` is its deprecated
+    spelling); unreadable or undecodable images carry an ``error`` instead of
+    classes. The readable images are scored as one batch by
+    :class:`lsic.workflows.model.LsicModel`. The store or model file is only read.
     """
+    if top is not None:
+        warnings.warn("predict_images(top=) is deprecated; use top_k=", FutureWarning, stacklevel=2)
+        top_k = top
+    top_k = check_top_k(top_k)
     model = load_model(url, storage_options=storage_options)
     out: list[Prediction] = []
     feats, ok = [], []
@@ -109,6 +117,6 @@ def predict_images(
         out.append(Prediction(item))
     if ok:
         s = model.scores_of_features(feats)
-        for i, row, idx in zip(ok, s, top_k_indices(s, top)):
+        for i, row, idx in zip(ok, s, top_k_indices(s, top_k)):
             out[i].classes = [(str(model.classes_[j]), float(row[j])) for j in idx]
     return out

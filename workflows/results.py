@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lsic.pipeline import TOP_K, ScoreFusion, StoreError
+from lsic.pipeline import TOP_K, ScoreFusion
 
 from .store import FeatureStore
 
@@ -22,8 +22,6 @@ __all__ = ["load_evaluation", "load_fusion", "read_curves"]
 
 def load_fusion(store: FeatureStore) -> ScoreFusion:
     """The fusion stored by the last evaluation of ``store``."""
-    if not store.has_evaluation():
-        raise StoreError("the store has no evaluation yet; run `lsic evaluate` (or `lsic run`) first")
     return ScoreFusion.from_dict(store.read_evaluation()[0]["fusion"])
 
 

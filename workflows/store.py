@@ -59,11 +59,11 @@ class FeatureStore:
       ``create_features``, ``feature_bytes``, ``has_codebook``, ``read_codebook``,
       ``write_codebook``
     - completion marks: ``done_chunks``, ``mark_chunk_done``, ``extract_complete``,
-      ``mark_extract_complete``, ``write_failures``
+      ``mark_extract_complete``, ``require_extraction``, ``write_failures``
     - models: ``model_attrs``, ``init_models``, ``update_models``, ``history``,
       ``drop_models``, ``load_models``; the epoch checkpoints and final weights
       through ``checkpoints`` (:class:`~lsic.workflows._checkpoints.Checkpoints`)
-    - scores: ``scored_sets``, ``scores_complete``, ``score_rows``, ``read_scores``,
+    - scores: ``scored_sets``, ``require_scores``, ``scores_complete``, ``score_rows``, ``read_scores``,
       ``create_scores``, ``create_score_part``, ``reduce_score_rows``, ``finish_scores``
     - evaluation and timings: ``write_evaluation``, ``has_evaluation``,
       ``read_evaluation``, ``record_timing``, ``timings`` (read back whole by
@@ -221,6 +221,11 @@ class FeatureStore:
 
     def mark_extract_complete(self) -> None:
         self.attrs["complete_extract"] = True
+
+    def require_extraction(self) -> None:
+        """Raise a one-line :class:`StoreError` naming ``lsic extract`` unless extraction is complete."""
+        if not self.extract_complete:
+            raise StoreError(f"store {self.url!r} is not completely extracted; run `lsic extract` (it resumes) first")
 
     def labels(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
         """Class index of ``rows`` (int32)."""
@@ -404,6 +409,23 @@ class FeatureStore:
         have = list(self.group["scores"].group_keys())
         return [n for n in names if n in have] if names is not None else sorted(have)
 
+    def require_scores(self, names: Sequence[str] | None = None) -> list[str]:
+        """The sets of ``names`` (default: all) with stored scores, as :meth:`scored_sets`.
+
+        Raises
+        ------
+        StoreError
+            None has scores: one line naming the command to run first, ``lsic
+            extract`` when extraction is what is missing, else ``lsic train``.
+        """
+        self.require_extraction()
+        have = self.scored_sets(names)
+        if not have and names is not None:
+            raise StoreError(f"store {self.url!r} has no SVM scores for {list(names)}; run `lsic train` first")
+        if not have:
+            raise StoreError(f"store {self.url!r} has no SVM scores; run `lsic train` first")
+        return have
+
     def scores_complete(self, name: str, split: str, epoch: int) -> bool:
         """Are the scores of ``split`` complete and made by the models of ``epoch``?"""
         path = score_path(name, split)
@@ -472,6 +494,7 @@ class FeatureStore:
     def read_evaluation(self) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
         """``(attrs, {source: {key: array}})`` of the last complete evaluation."""
         if not self.has_evaluation():
+            self.require_scores()  # names the stage that is missing when it is not evaluation
             raise StoreError(f"store {self.url!r} has not been evaluated; run `lsic evaluate CONFIG` or `lsic run CONFIG` first")
         grp = self.group[EVALUATION]
         attrs = dict(grp.attrs)

@@ -221,11 +221,22 @@ class TrainSummary:
         loads = ", ".join(f"{k} {v}" for k, v in self.chunk_loads.items())
         return (
             f"train: {len(self.sets)} set(s) x {self.n_classes} classes on {self.n_actors} actor(s), "
-            f"epochs {list(self.epochs_run) or 'none'} -> {self.final_epoch}, {self.seconds:.1f} s; "
+            f"epochs {epoch_ranges(self.epochs_run)} -> {self.final_epoch}, {self.seconds:.1f} s; "
             f"{self.train_chunks} training chunks, chunk loads: {loads} "
             f"({self.chunk_loads_per_epoch:g} training loads/epoch), {self.bytes_read / 2**20:.1f} MiB read; "
             f"peak actor RSS {self.peak_rss_bytes / 2**20:.0f} MiB; restarts {self.restarts}"
         )
+
+
+def epoch_ranges(epochs: Sequence[int]) -> str:
+    """Epoch numbers as ranges for a log line: ``1-100``, ``3``, ``1-3, 7``; ``none`` when empty."""
+    runs: list[list[int]] = []
+    for e in sorted(set(epochs)):
+        if runs and e == runs[-1][1] + 1:
+            runs[-1][1] = e
+        else:
+            runs.append([e, e])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "none"
 
 
 # --------------------------------------------------------------------------- run
@@ -356,8 +367,7 @@ def _run_epochs(exp: Experiment, store: FeatureStore, plan: TrainPlan, pool: Act
 def _prepare(exp: Experiment, store: FeatureStore, names: tuple[str, ...], epochs: int | None,
              restart: bool) -> TrainPlan:
     """Check the store, drop what ``restart`` asks, plan, and record each set's settings before training."""
-    if not store.extract_complete:
-        raise StoreError(f"store {store.url!r} is not completely extracted; run `lsic extract` (it resumes) first")
+    store.require_extraction()
     if restart:
         for name in names:
             store.drop_models(name)
@@ -365,7 +375,7 @@ def _prepare(exp: Experiment, store: FeatureStore, names: tuple[str, ...], epoch
     if plan.stale:
         raise StoreError(
             f"models of set(s) {', '.join(plan.stale)} in {store.url!r} were trained with other settings; "
-            "rerun with --restart to train them from scratch"
+            "run `lsic train` with --restart to train them from scratch"
         )
     for name in names:
         store.init_models(name, {"settings": run_settings(exp, store, name, plan.n_features[name]),

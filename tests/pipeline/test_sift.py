@@ -145,5 +145,5 @@ def test_sift_is_a_descriptor_kind_and_grid_options_are_validated():
     fs = FeatureSet.from_dict({"descriptor": "sift", "coding": "lcc", "codebook_size": 64}, name="s")
     assert fs.code_dim == 128 and fs.dim == 64 * 10
     for key in ("sift_magnif", "sift_window", "sift_contrast"):
-        with pytest.raises(ConfigError, match=f"grid.{key}"):
+        with pytest.raises(ConfigError, match=f"^{key}=-1: use a non-negative number"):
             DescriptorGrid(**{key: -1})

@@ -63,7 +63,7 @@ def test_every_image_gets_a_row_and_errors_are_kept(model_path, collection, tmp_
     assert len(ok) == len(good)
     # reference: the Python API on the same files (one batch: scores to float32 rounding)
     model = load_model(str(model_path))
-    ref_classes, ref_scores = model.top_k([str(p) for p in good], k=3)
+    ref_classes, ref_scores = model.top_k([str(p) for p in good], top_k=3)
     by_name = {p.name: i for i, p in enumerate(good)}
     for _, row in ok.iterrows():
         i = by_name[Path(row["path"].split("://")[-1]).name]

@@ -208,6 +208,44 @@ def test_bad_set_is_one_line_error_naming_the_key(tmp_path, assignments, needles
         assert needle in msg, msg
 
 
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        # the key a user writes, not the name of the class that checks it (DescriptorGrid: "grid")
+        ("images.step=0", "--set images.step=0: use a positive number of pixels"),
+        ("images.max_side=-3", "--set images.max_side=-3: use a positive number of pixels"),
+        ("images.patch_sizes=[]", "--set images.patch_sizes=[]: images.patch_sizes is empty"),
+        ("images.patch_sizes=[18]", "--set images.patch_sizes=[18]: images.patch_sizes contains 18"),
+        ("images.sift_window=-1", "--set images.sift_window=-1: use a non-negative number"),
+        # values that would fail only on the cluster, or only after training
+        ("codebook.sample_images=0", "--set codebook.sample_images=0: use a positive integer"),
+        ("codebook.descriptors_per_image=0", "--set codebook.descriptors_per_image=0: use a positive integer"),
+        ("fusion.grid=1", "--set fusion.grid=1: use at least 2 weights per set"),
+        ("fusion.rounds=-1", "--set fusion.rounds=-1: use 0 or more rounds"),
+    ],
+)
+def test_set_error_names_the_key_the_user_wrote(tmp_path, assignment, message):
+    with pytest.raises(ConfigError) as info:
+        load_experiment(_write(tmp_path, BASE_YAML), assignments=[assignment])
+    assert str(info.value).startswith(message), str(info.value)
+    assert "grid." not in str(info.value).replace("fusion.grid", "")
+    # the same value written in the file: the same key path, without the --set
+    key, value = assignment.split("=")
+    section, field = key.split(".")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(_write(tmp_path, BASE_YAML + f"{section}: {{{field}: {value}}}\n", "file"))
+    assert str(info.value).startswith(f"{key}"), str(info.value)
+
+
+def test_a_config_without_root_loads_and_a_bad_key_comes_first(tmp_path):
+    rootless = BASE_YAML.replace("dataset: {root: /orig, train_per_class: 30}", "dataset: {train_per_class: 30}")
+    cfg = _write(tmp_path, rootless)
+    assert load_experiment(cfg).dataset.root is None  # training and evaluation read the store, not the images
+    with pytest.raises(ConfigError, match="unknown key 'train.epokhs'"):
+        load_experiment(cfg, assignments=["train.epokhs=2"])
+    assert load_experiment(cfg, data="/d").dataset.root == "/d"
+
+
 def test_set_error_blames_the_file_when_the_file_is_wrong(tmp_path):
     cfg = _write(tmp_path, BASE_YAML + "trian: {}\n")
     with pytest.raises(ConfigError) as info:
@@ -316,3 +354,25 @@ def test_site_defaults_through_dask_config_under_the_file():
                 parse_experiment(MINIMAL)
 
 
+
+
+def test_the_demo_config_says_what_lsic_demo_does(tmp_path, monkeypatch):
+    from importlib import resources
+    from pathlib import Path
+
+    from lsic.workflows.run import demo_data_root, demo_experiment
+
+    text = (resources.files("lsic.workflows") / "configs" / "demo.yaml").read_text()
+    assert load_experiment("demo").dataset.root is None  # train and evaluate need none; lsic demo fills it in
+    exp = demo_experiment(tmp_path / "d")
+    assert exp.dataset.root == demo_data_root()
+    assert exp.store.url == str(tmp_path / "d" / "demo.zarr") and exp.report == str(tmp_path / "d" / "report")
+    monkeypatch.chdir(tmp_path)
+    default = demo_experiment()
+    assert default.store.url == str(tmp_path / "lsic-demo" / "demo.zarr")
+    assert "./lsic-demo" in text and "demo.zarr" in text and "report/" in text
+    # "8 classes, 20 images each": the shipped photos, and the split uses all 20
+    classes = [d for d in Path(demo_data_root()).iterdir() if d.is_dir()]
+    assert "8 classes" in text and len(classes) == 8
+    assert "20 images each" in text and {len(list(d.iterdir())) for d in classes} == {20}
+    assert exp.dataset.train_per_class + exp.dataset.test_per_class == 20

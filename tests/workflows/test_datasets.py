@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsic.pipeline import DataError
+from lsic.pipeline import ConfigError, DataError
 from lsic.workflows.config import DatasetConfig, SourceConfig
 from lsic.workflows.datasets import build_manifest, read_images
 
@@ -90,8 +90,13 @@ def test_tar_unsafe_member_refused(tmp_path, bad):
 
 
 def test_missing_root_is_data_error(tmp_path):
-    with pytest.raises(DataError, match="not a folder"):
+    with pytest.raises(DataError, match="does not exist"):
         build_manifest(DatasetConfig(root=str(tmp_path / "nope")), seed=0)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="not a folder"):
+        build_manifest(DatasetConfig(root=str(tmp_path / "file")), seed=0)
+    with pytest.raises(ConfigError, match="dataset.root is missing; pass --data URL"):
+        build_manifest(DatasetConfig(root=None), seed=0)
 
 
 def test_explicit_split_sources(image_folder, tmp_path):

@@ -127,18 +127,28 @@ def test_predict_command_bad_image_and_folder(trained, image_folder, tmp_path, c
     assert f"{good}:" in out
     assert re.search(r"^\s+1\. rings\s", out, re.M)
     # a folder expands to its images
+    rc = cli.main(["predict", exp.store.url, str(image_folder / "checks"), "--top-k", "2"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and out.count("  1. ") == 10 and "  3. " not in out and "  2. " in out and not err
+    # the old spelling still works, with one warning line
     rc = cli.main(["predict", exp.store.url, str(image_folder / "checks"), "--top", "2"])
-    out, _ = capsys.readouterr()
-    assert rc == 0 and out.count("  1. ") == 10 and "  3. " not in out
+    old_out, err = capsys.readouterr()
+    assert rc == 0 and old_out == out and err == "lsic: warning: --top is deprecated; use --top-k\n"
 
 
 def test_report_command(trained, tmp_path, capsys):
     exp, _ = trained
-    rc = cli.main(["report", exp.store.url, "--out", str(tmp_path / "rep")])
+    rc = cli.main(["report", exp.store.url, "--report", str(tmp_path / "rep")])
     assert rc == 0
     assert (tmp_path / "rep" / "index.html").is_file()
     with Image.open(tmp_path / "rep" / FIGURES["fig5"]) as im:
         im.verify()
+    capsys.readouterr()
+    # --out, the old name of --report, still works and warns once
+    rc = cli.main(["report", exp.store.url, "--out", str(tmp_path / "old"), "--out", str(tmp_path / "old2")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and (tmp_path / "old2" / "index.html").is_file() and str(tmp_path / "old2") in out
+    assert err == "lsic: warning: --out is deprecated; use --report\n"
 
 
 def test_predict_unevaluated_store_is_one_line_error(tmp_path, capsys):

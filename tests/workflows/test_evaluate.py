@@ -133,5 +133,5 @@ def test_evaluate_without_scores_is_one_line_error(tmp_path):
     write_store(url, labels=np.zeros(4), split=np.zeros(4), features={}, class_names=["x"])
     with pytest.raises(StoreError, match="lsic train"):
         run_evaluate(_exp(url, ""))
-    with pytest.raises(StoreError, match="evaluate"):
+    with pytest.raises(StoreError, match="no SVM scores; run `lsic train` first"):  # not evaluation: training is missing
         load_evaluation(url)

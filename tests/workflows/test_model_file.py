@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lsic.pipeline import image_features
+from lsic.pipeline import ConfigError, image_features
 from lsic.workflows import cli, load_model
 from lsic.workflows.store import FeatureStore
 from lsic.workflows.evaluate import load_fusion
@@ -63,8 +63,10 @@ def test_exported_model_gives_the_stores_fused_scores(exported):
         np.testing.assert_allclose(s_file[i], fusion.transform(per_set)[0], rtol=1e-5, atol=1e-5)
 
     # `lsic predict STORE` and `lsic predict MODEL` give the same predictions, score for score
-    a = predict_images(url, paths, top=4)
-    b = predict_images(str(path), paths, top=4)
+    a = predict_images(url, paths, top_k=4)
+    with pytest.warns(FutureWarning, match=r"predict_images\(top=\) is deprecated; use top_k="):  # the old spelling still works
+        b = predict_images(str(path), paths, top=4)
+    assert len(a[0].classes) == 4
     assert [(x.image, x.classes) for x in a] == [(x.image, x.classes) for x in b]
     for x, row in zip(b, s_file):
         assert [name for name, _ in x.classes] == list(from_file.classes_[np.argsort(-row, kind="stable")])
@@ -94,10 +96,18 @@ def test_api_accepts_paths_bytes_and_arrays(exported):
     np.testing.assert_array_equal(model.decision_function(arr), ref)  # 96 px: no shrink, lossless re-encode
     # in a batch the matrix product may sum in another order: equal to float32 rounding
     np.testing.assert_allclose(model.decision_function([paths[1], raw])[1], ref[0], rtol=1e-6, atol=1e-6)
-    names, scores = model.top_k(paths[:5], k=3)
+    names, scores = model.top_k(paths[:5], top_k=3)
     full = model.decision_function(paths[:5])
     assert names.shape == scores.shape == (5, 3)
     np.testing.assert_array_equal(scores, -np.sort(-full, axis=1)[:, :3])
+    with pytest.warns(FutureWarning, match=r"top_k\(k=\) is deprecated"):
+        old = model.top_k(paths[:5], k=3)
+    np.testing.assert_array_equal(old[1], scores)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ConfigError, match=r"top_k \(--top-k\) is"):
+            model.top_k(paths[:1], top_k=bad)
+    with pytest.raises(ConfigError, match=r"top_k \(--top-k\) is 0"):
+        predict_images(str(path), paths[:1], top_k=0)
     assert list(model.predict(paths[:5])) == list(model.classes_[full.argmax(axis=1)])
     assert list(names[:, 0]) == list(model.predict(paths[:5]))
 

@@ -22,7 +22,7 @@ from lsic.workflows._training_actor import ClassBlockTrainer
 from lsic.workflows.config import parse_experiment
 from lsic.workflows.store import TEST, TRAIN, VAL, FeatureStore
 from lsic.workflows.testing import write_store
-from lsic.workflows.train import live_workers, plan_train, run_train
+from lsic.workflows.train import epoch_ranges, live_workers, plan_train, run_train
 
 SEED = 7
 SETS = ("a", "b")
@@ -255,11 +255,11 @@ def test_resume_after_partial_run_equals_straight_run(tmp_path, threads_client):
     assert plan_train(experiment(url2, epochs=3), store).start_epoch == 1
     # a rerun with more epochs trains only the missing ones, on another actor count
     again = run_train(experiment(url2, actors=1, epochs=3), client=threads_client, progress=False)
-    assert again.epochs_run == (2, 3)
+    assert again.epochs_run == (2, 3) and "epochs 2-3 -> 3," in again.line()
     for s in SETS:
         np.testing.assert_array_equal(stored(url1, s).coef_, stored(url2, s).coef_)
     done = run_train(experiment(url2, actors=1, epochs=3), client=threads_client, progress=False)
-    assert done.epochs_run == () and done.n_actors == 0
+    assert done.epochs_run == () and done.n_actors == 0 and "epochs none -> 3," in done.line()
     # only the newest checkpoint is kept
     assert FeatureStore.open(url2).checkpoints.complete_epochs(SETS[0]) == [3]
 
@@ -522,3 +522,11 @@ def test_distributed_actor_loss_messages():
         assert text in src, f"distributed.actor no longer says {text!r}; update lsic.workflows._actor_pool"
     assert actor_unreachable(OSError("Unable to contact Actor's worker"))
     assert not actor_unreachable(OSError("features/a/X/c/0/0 vanished"))  # the actor's own error
+
+
+@pytest.mark.parametrize("epochs, text", [
+    (range(1, 101), "1-100"), ((3,), "3"), ((), "none"), ((1, 2, 3, 7, 9, 10), "1-3, 7, 9-10"),
+    ((5, 4, 4, 6), "4-6"), ((1, 3), "1, 3"),
+])
+def test_epoch_lists_are_logged_as_ranges(epochs, text):
+    assert epoch_ranges(epochs) == text
