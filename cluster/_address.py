@@ -15,7 +15,7 @@ def connect(settings: ClusterSettings, security: Any | None, client_cls: type[Cl
     """Return a client connected to ``settings.scheduler`` within ``settings.timeout`` seconds.
 
     The scheduler's workers are used as they are: an existing cluster is not
-    resized per stage (whoever started it decides its shape; see the README).
+    resized per stage (whoever started it decides its shape; see the documentation's cluster page).
 
     Raises
     ------

@@ -70,7 +70,7 @@ class FeatureSet:
         Target kappa-NN recall against exact search from which ``n_probe:
         null`` is calibrated, in (0, 1]. 0.993 estimated on codewords gave
         0.9916-0.9937 on descriptors (Table 1's codebooks, a fitted
-        Caltech-101 codebook; README "Table 1 at the paper's scale").
+        Caltech-101 codebook; the documentation's "Table 1 at the paper's scale" benchmark page).
     n_lists : int or None, default None
         Inverted lists when ``knn="ivf"`` (None: ``round(sqrt(codebook_size))``).
 

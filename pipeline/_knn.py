@@ -263,8 +263,8 @@ def calibrate_n_probe(B: np.ndarray, index: IVFIndex, k: int, recall: float, *,
     are k-means centres of them), and measured so their recall tracks the
     descriptors' closely: on a fitted 4,096-word Caltech-101 HOG codebook
     within 0.0006 at every ``n_probe`` near 0.99, on Table 1-size codebooks
-    of sampled descriptors 0.0003-0.0015 above it (README, "Table 1 at the
-    paper's scale").
+    of sampled descriptors 0.0003-0.0015 above it (the documentation's
+    "Table 1 at the paper's scale" benchmark page).
     """
     p = B.shape[0]
     rng = np.random.default_rng(seed)

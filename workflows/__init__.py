@@ -1,4 +1,4 @@
-"""lsic.workflows: one Dask graph per stage (extract, train, evaluate, predict) and the ``lsic`` command.
+"""lsic.workflows: one Dask graph per distributed stage (extract, train, batch predict), the client-side evaluation and report, and the ``lsic`` command.
 
 ``load_model(path_or_url)`` loads a trained classifier (a model file from
 ``lsic export`` or an evaluated store) for use from Python.

@@ -9,7 +9,7 @@ Layout: a Zarr v3 group at any fsspec URL, root attributes ``lsic_version``,
 ``fingerprint`` (written last: the metadata is complete), ``config``,
 ``class_names``, ``chunk_rows``, ``seed``, ``n_images``, ``split_names``,
 ``complete_extract`` and ``run_id``; its nodes are listed in :data:`LAYOUT`
-(appended below as a table, and copied into the README, which a test checks).
+(appended below as a table, and rendered into the documentation's store page, which a test checks).
 Every array has ``dimension_names`` so ``xarray.open_zarr`` reads it. An epoch
 of a set is complete when its complete blocks cover every class, whatever the
 partition (a resumed run may use another actor count); each actor writes its
@@ -74,11 +74,11 @@ LAYOUT: tuple[tuple[str, str, str], ...] = (
      "`evaluation`: `fusion`, `metrics`, `report`, `sources`, `complete`"),
     ("timings", "attrs", "wall-clock seconds of each stage, for the report"),
 )
-"""``(path, shape and dtype, meaning)`` of everything in a store: the README's layout table."""
+"""``(path, shape and dtype, meaning)`` of everything in a store: the documentation's layout table."""
 
 
 def layout_table() -> str:
-    """:data:`LAYOUT` as the Markdown table of the README's "Store layout" section."""
+    """:data:`LAYOUT` as the Markdown table of the documentation's store page (docs/user/store.md)."""
     rows = ["| path | shape, dtype | meaning |", "|---|---|---|"]
     rows += [f"| `{path}` | {shape} | {meaning} |" for path, shape, meaning in LAYOUT]
     return "\n".join(rows)

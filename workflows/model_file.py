@@ -10,6 +10,9 @@ and a stored member loads without inflating)::
     arrays/<set>/centers.npy              (codebook_size, d) float32
     arrays/<set>/pca_mean.npy             (D,) when the set has PCA
     arrays/<set>/pca_components.npy       (d, D) when the set has PCA
+    arrays/<set>/variances.npy            (codebook_size, d) float32, Fisher-vector sets (GMM)
+    arrays/<set>/weights.npy              (codebook_size,) float32, Fisher-vector sets (GMM)
+    arrays/<set>/ivf_probes.npy           (1,) int32, IVF sets whose n_probe was calibrated
     arrays/<set>/coef.npy                 (n_classes, dim) float32
     arrays/<set>/intercept.npy            (n_classes,) float32
 
