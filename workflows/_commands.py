@@ -42,6 +42,17 @@ def _cluster_args(parser: argparse.ArgumentParser) -> None:
     add_cluster_arguments(parser)
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; use 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} trains nothing; use 1 or more")
+    return value
+
+
 def _load(args: argparse.Namespace) -> Any:
     from .config import load_experiment
 
@@ -107,7 +118,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="one-vs-all ASGD SVMs from the store, one actor per machine (resumable)")
     _add_config_args(p, data=False, report=False)
     p.add_argument("--sets", metavar="NAMES", help="comma-separated feature sets to train (default: all of the config)")
-    p.add_argument("--epochs", type=int, metavar="N", help="total epochs (default: train.epochs of the config)")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="total epochs (default: train.epochs of the config)")
     p.add_argument("--restart", action="store_true", help="drop stored models and scores of these sets, start over")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch log lines")
     _cluster_args(p)

@@ -156,3 +156,16 @@ def test_a_bad_set_key_is_reported_before_a_missing_root(folder, capsys, no_clus
         assert "unknown key 'train.epokhs'" in _one_error(capsys)
     assert cli.main(["evaluate", "demo", "--set", "train.epokhs=2"]) == 2  # the shipped demo config has no root
     assert "unknown key 'train.epokhs'" in _one_error(capsys)
+
+
+@pytest.mark.parametrize("value, why", [("0", "0 trains nothing"), ("-3", "-3 trains nothing"),
+                                        ("two", "'two' is not a whole number")])
+def test_train_epochs_flag_is_checked_before_the_store_is_opened(tmp_path, monkeypatch, capsys, value, why):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.yaml").write_text(CONFIG)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "x.yaml", "--epochs", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--epochs" in err and why in err
+    assert _tree(tmp_path) == {"x.yaml": (len(CONFIG), (tmp_path / "x.yaml").stat().st_mtime_ns)}
